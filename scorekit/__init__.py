@@ -1,0 +1,80 @@
+"""scorekit: score scikit-learn pipelines exported as PMML and pickles, in functions, databases
+and batch jobs, with the same answers everywhere.
+
+Importing scorekit needs numpy only; scikit-learn, pandas, pypmml and boto3 are imported by the
+engines and tools that use them.
+"""
+
+from ._bundle import MANIFEST_FILE, PICKLE_FILE, PMML_FILE, Bundle
+from ._config import database_url
+from ._errors import (
+    EngineUnavailableError,
+    IncompatibleModelError,
+    InputError,
+    IntegrityError,
+    MissingColumnsError,
+    ModelError,
+    ModelNotFoundError,
+    Problem,
+    ScorekitError,
+    StoreError,
+    UnsupportedModelError,
+    UsageError,
+)
+from ._loading import load_model, open_scorer, resolve_bundle
+from ._manifest import Manifest
+from ._model import Model
+from ._output import PREDICTION, Scores, output_columns, probability_column
+from ._schema import MISSING_TOKENS, Field, InputSchema
+from ._scorer import ENGINES, Scorer
+from ._store import CHAMPION, ModelStore, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CHAMPION",
+    "ENGINES",
+    "MANIFEST_FILE",
+    "MISSING_TOKENS",
+    "PICKLE_FILE",
+    "PMML_FILE",
+    "PREDICTION",
+    "Bundle",
+    "EngineUnavailableError",
+    "Field",
+    "IncompatibleModelError",
+    "InputError",
+    "InputSchema",
+    "IntegrityError",
+    "Manifest",
+    "MissingColumnsError",
+    "Model",
+    "ModelError",
+    "ModelNotFoundError",
+    "ModelStore",
+    "Problem",
+    "ScorekitError",
+    "Scorer",
+    "Scores",
+    "StoreError",
+    "UnsupportedModelError",
+    "UsageError",
+    "__version__",
+    "database_url",
+    "load_model",
+    "open_scorer",
+    "open_store",
+    "output_columns",
+    "probability_column",
+    "resolve_bundle",
+    "train",
+]
+
+
+def __getattr__(name: str) -> object:
+    # train() pulls in scikit-learn and sklearn2pmml: resolve it on first use, not at import.
+    if name == "train":
+        from ._training import train
+
+        return train
+    raise AttributeError(f"module 'scorekit' has no attribute {name!r}")

@@ -1,0 +1,134 @@
+"""Model: a loaded model version and the scoring entry points every path calls."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._errors import InputError, Problem
+from ._manifest import Manifest
+from ._output import output_columns
+from ._schema import MAX_DETAILS, invalid_input_error
+from ._scorer import Scorer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_ABSENT = object()
+
+
+def _python_value(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class Model:
+    """A model version loaded in one engine.
+
+    Every ``predict*`` method validates its input against the model's schema first, so a bad
+    value raises :class:`InputError` naming the row, field and value whichever engine is used,
+    and returns the output contract: ``prediction`` and, for classifiers, ``probability(<class>)``
+    per class, one row per input row, in input order.
+    """
+
+    def __init__(self, manifest: Manifest, scorer: Scorer) -> None:
+        self.manifest = manifest
+        self.scorer = scorer
+        self.output_columns = output_columns(manifest.task, manifest.classes)
+
+    def __repr__(self) -> str:
+        return f"<scorekit.Model {self.ref} task={self.task} engine={self.engine}>"
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def ref(self) -> str:
+        return self.manifest.ref
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.manifest.classes
+
+    @property
+    def engine(self) -> str:
+        return self.scorer.engine
+
+    @property
+    def input_fields(self) -> list[str]:
+        return self.manifest.schema.names
+
+    def predict_columns(
+        self, columns: Mapping[str, Sequence[Any] | np.ndarray], *, row_offset: int = 0
+    ) -> dict[str, np.ndarray]:
+        """Score a batch given as columns (name -> values); rows in errors count from row_offset."""
+        batch = self.manifest.schema.prepare(columns, self.ref, row_offset)
+        n_rows = len(next(iter(batch.values()))) if batch else 0
+        scores = self.scorer.score(batch)
+        if len(scores.prediction) != n_rows:  # an engine bug, never a client's mistake
+            raise RuntimeError(
+                f"engine {self.engine} returned {len(scores.prediction)} predictions for "
+                f"{n_rows} rows of {self.ref}"
+            )
+        return scores.columns(self.classes)
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Score a list of records (dicts); returns one dict per record, in order."""
+        names = self.manifest.schema.names
+        problems: list[Problem] = []
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                problems.append(
+                    Problem(
+                        i, None, f"expected an object of field values, got {type(record).__name__}"
+                    )
+                )
+            elif len(problems) < MAX_DETAILS:
+                problems.extend(
+                    Problem(i, name, "required field is absent (send null for a missing value)")
+                    for name in names
+                    if name not in record
+                )
+        if problems:
+            raise invalid_input_error(problems, self.ref)
+        columns = {name: [record[name] for record in records] for name in names}
+        scored = self.predict_columns(columns)
+        out_names = list(scored)
+        out_values = [scored[name].tolist() for name in out_names]
+        return [dict(zip(out_names, row, strict=True)) for row in zip(*out_values, strict=True)]
+
+    def predict_one(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Score one record (a dict of field values); returns a dict of the output columns."""
+        if not isinstance(record, Mapping):
+            raise InputError(
+                f"model {self.ref} expects a record as a dict of field values, "
+                f"got {type(record).__name__}"
+            )
+        return {k: _python_value(v) for k, v in self.predict_records([record])[0].items()}
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Score a pandas DataFrame; the result has the same index and the output columns."""
+        import pandas as pd
+
+        self.manifest.schema.check_columns(frame.columns, self.ref)
+        columns = {name: frame[name].to_numpy() for name in self.manifest.schema.names}
+        return pd.DataFrame(self.predict_columns(columns), index=frame.index)
+
+    def close(self) -> None:
+        self.scorer.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

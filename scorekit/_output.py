@@ -1,0 +1,50 @@
+"""The output contract shared by every engine and every path (CLI, functions, database).
+
+One row per input row, in input order: ``prediction`` (the label for classifiers, the value for
+regression) and, for classifiers, one ``probability(<class>)`` column per class, in class order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PREDICTION = "prediction"
+
+
+def probability_column(label: Any) -> str:
+    return f"probability({label})"
+
+
+def output_columns(task: str, classes: Sequence[Any] | None) -> list[str]:
+    if task == "classification":
+        return [PREDICTION, *(probability_column(c) for c in classes or ())]
+    return [PREDICTION]
+
+
+@dataclass
+class Scores:
+    """What an engine returns for a batch: predictions and, for classifiers, an (n, k) matrix of
+    class probabilities in the manifest's class order."""
+
+    prediction: np.ndarray
+    probabilities: np.ndarray | None = None
+
+    def columns(self, classes: Sequence[Any] | None) -> dict[str, np.ndarray]:
+        out = {PREDICTION: self.prediction}
+        if self.probabilities is not None:
+            for j, label in enumerate(classes or ()):
+                out[probability_column(label)] = self.probabilities[:, j]
+        return out
+
+
+def labels_from_probabilities(probabilities: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+    """The most probable class per row; ties go to the first class, as scikit-learn's argmax."""
+    labels = np.empty(len(probabilities), dtype=object)
+    if len(probabilities):
+        picked = np.argmax(probabilities, axis=1)
+        labels[:] = [classes[j] for j in picked]
+    return labels

@@ -1,0 +1,328 @@
+"""A model's input schema, and the one place raw values become typed columns.
+
+Every scoring path (CSV, JSON records, DataFrames, database rows) turns its input into columns and
+calls :meth:`InputSchema.prepare`. Engines then receive identical, already-validated input:
+continuous fields as float64 arrays with NaN for missing, categorical fields as object arrays of
+canonical Python values (str, int, float or bool) with None for missing. So every engine sees the
+same values, and a bad value gets the same message whichever engine would have scored it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._errors import InputError, MissingColumnsError, Problem
+
+# Values read as "missing" wherever a raw value arrives as text (CSV cells, JSON strings).
+MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
+TRUE_TOKENS = frozenset({"true", "t", "yes", "1"})
+FALSE_TOKENS = frozenset({"false", "f", "no", "0"})
+
+OPTYPES = ("continuous", "categorical")
+DTYPES = ("double", "integer", "string", "boolean")
+INVALID_TREATMENTS = ("return_invalid", "as_missing")
+
+# How many problems an error message spells out; the error's details carry up to MAX_DETAILS.
+MESSAGE_PROBLEMS = 5
+MAX_DETAILS = 1000
+
+_INVALID = object()  # sentinel: a value that can't be read as the field's type
+
+
+def is_missing(value: Any) -> bool:
+    """True for None, NaN and the text tokens in MISSING_TOKENS."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, str):
+        return value in MISSING_TOKENS
+    if isinstance(value, np.floating):
+        return bool(np.isnan(value))
+    return False
+
+
+def _to_float(value: Any) -> Any:
+    """A finite float, NaN for missing, or _INVALID. Booleans are not numbers here."""
+    if isinstance(value, bool | np.bool_):
+        return _INVALID
+    if isinstance(value, str):
+        text = value.strip()
+        if text in MISSING_TOKENS:
+            return math.nan
+        try:
+            number = float(text)
+        except ValueError:
+            return _INVALID
+    else:
+        if value is None:
+            return math.nan
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return _INVALID
+    if math.isinf(number):
+        return _INVALID
+    return number
+
+
+def _to_canonical(dtype: str, value: Any) -> Any:
+    """Value as the field's dtype (None for missing), or _INVALID."""
+    if is_missing(value):
+        return None
+    if dtype == "string":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+            return str(int(value))
+        return _INVALID
+    if dtype == "boolean":
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
+        text = str(value).strip().lower()
+        if text in TRUE_TOKENS:
+            return True
+        if text in FALSE_TOKENS:
+            return False
+        return _INVALID
+    number = _to_float(value)
+    if number is _INVALID or math.isnan(number):
+        return _INVALID
+    if dtype == "integer":
+        return int(number) if number.is_integer() else _INVALID
+    return number
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input field: its type and the treatment the model declares for bad values.
+
+    ``categories`` lists the allowed values of a categorical field (None: any value);
+    ``observed_range`` is the (min, max) seen in training, for information only;
+    ``missing_replacement`` is what the model substitutes for a missing value (None: passed on);
+    ``invalid_treatment`` is "return_invalid" (refuse the row) or "as_missing".
+    """
+
+    name: str
+    optype: str
+    dtype: str
+    categories: tuple[Any, ...] | None = None
+    observed_range: tuple[float, float] | None = None
+    missing_replacement: Any = None
+    invalid_treatment: str = "return_invalid"
+    _lookup: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.optype not in OPTYPES:
+            raise ValueError(f"field {self.name!r}: optype {self.optype!r} is not one of {OPTYPES}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"field {self.name!r}: dtype {self.dtype!r} is not one of {DTYPES}")
+        if self.invalid_treatment not in INVALID_TREATMENTS:
+            raise ValueError(
+                f"field {self.name!r}: invalid_treatment {self.invalid_treatment!r} "
+                f"is not one of {INVALID_TREATMENTS}"
+            )
+        if self.categories is not None:
+            # Raw spellings that map straight to a category: one dict lookup per value.
+            for category in self.categories:
+                self._lookup[category] = category
+                self._lookup[str(category)] = category
+                if self.dtype == "boolean":
+                    for token in TRUE_TOKENS if category else FALSE_TOKENS:
+                        self._lookup[token] = category
+                        self._lookup[token.upper()] = category
+                        self._lookup[token.capitalize()] = category
+
+    @property
+    def is_continuous(self) -> bool:
+        return self.optype == "continuous"
+
+    def expected(self) -> str:
+        """What this field accepts, for error messages."""
+        if self.is_continuous:
+            return "a number"
+        if self.categories is None:
+            return f"a {self.dtype} value"
+        shown = ", ".join(repr(c) for c in self.categories[:12])
+        more = f", ... ({len(self.categories)} values)" if len(self.categories) > 12 else ""
+        return f"one of [{shown}{more}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "optype": self.optype, "dtype": self.dtype}
+        if self.categories is not None:
+            out["categories"] = list(self.categories)
+        if self.observed_range is not None:
+            out["observed_range"] = list(self.observed_range)
+        out["missing_replacement"] = self.missing_replacement
+        out["invalid_treatment"] = self.invalid_treatment
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Field:
+        categories = data.get("categories")
+        observed = data.get("observed_range")
+        return cls(
+            name=data["name"],
+            optype=data["optype"],
+            dtype=data["dtype"],
+            categories=tuple(categories) if categories is not None else None,
+            observed_range=(float(observed[0]), float(observed[1])) if observed else None,
+            missing_replacement=data.get("missing_replacement"),
+            invalid_treatment=data.get("invalid_treatment", "return_invalid"),
+        )
+
+    def prepare(
+        self, values: Sequence[Any] | np.ndarray, row_offset: int = 0
+    ) -> tuple[np.ndarray, list[Problem]]:
+        """Typed column for ``values``, and the problems found (rows numbered from row_offset)."""
+        if self.is_continuous:
+            return self._prepare_continuous(values, row_offset)
+        return self._prepare_categorical(values, row_offset)
+
+    def _prepare_continuous(
+        self, values: Sequence[Any] | np.ndarray, row_offset: int
+    ) -> tuple[np.ndarray, list[Problem]]:
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+            column = values.astype(np.float64, copy=True)
+            bad = np.flatnonzero(np.isinf(column))
+        else:
+            parsed = [_to_float(v) for v in values]
+            bad_list = [i for i, v in enumerate(parsed) if v is _INVALID]
+            for i in bad_list:
+                parsed[i] = math.nan
+            column = np.array(parsed, dtype=np.float64)
+            bad = np.array(bad_list, dtype=np.intp)
+        if len(bad) == 0:
+            return column, []
+        column[bad] = math.nan
+        if self.invalid_treatment == "as_missing":
+            return column, []
+        problems = [
+            Problem(
+                row_offset + int(i),
+                self.name,
+                f"expected a number, got {values[i]!r}",
+                _json_safe(values[i]),
+            )
+            for i in bad[:MAX_DETAILS]
+        ]
+        return column, problems
+
+    def _prepare_categorical(
+        self, values: Sequence[Any] | np.ndarray, row_offset: int
+    ) -> tuple[np.ndarray, list[Problem]]:
+        n = len(values)
+        column = np.empty(n, dtype=object)
+        problems: list[Problem] = []
+        lookup = self._lookup
+        allowed = self.categories
+        for i, raw in enumerate(values):
+            try:
+                value = lookup.get(raw, _INVALID)
+            except TypeError:  # unhashable, e.g. a JSON list where a value was expected
+                value = _INVALID
+            if value is _INVALID:
+                value = _to_canonical(self.dtype, raw) if _hashable(raw) else _INVALID
+                if value is not None and value is not _INVALID and allowed is not None:
+                    problem = f"unseen category {raw!r}; expected {self.expected()}"
+                    value = lookup.get(value, _INVALID)
+                else:
+                    problem = f"expected {self.expected()}, got {raw!r}"
+                if value is _INVALID:
+                    value = None
+                    if self.invalid_treatment != "as_missing" and len(problems) < MAX_DETAILS:
+                        problems.append(
+                            Problem(row_offset + i, self.name, problem, _json_safe(raw))
+                        )
+            column[i] = value
+        return column, problems
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """The fields a model reads, in order."""
+
+    fields: tuple[Field, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def __getitem__(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [f.to_dict() for f in self.fields]
+
+    @classmethod
+    def from_list(cls, data: Iterable[Mapping[str, Any]]) -> InputSchema:
+        return cls(tuple(Field.from_dict(d) for d in data))
+
+    def check_columns(self, available: Iterable[str], model: str) -> None:
+        """Raise MissingColumnsError naming every required field not in ``available``."""
+        present = set(available)
+        missing = [name for name in self.names if name not in present]
+        if missing:
+            raise MissingColumnsError(
+                f"input is missing {len(missing)} field(s) that model {model} requires: "
+                f"{', '.join(missing)}. It expects {len(self.fields)} fields: "
+                f"{', '.join(self.names)}.",
+                [Problem(None, name, "required field is absent") for name in missing],
+            )
+
+    def prepare(
+        self, columns: Mapping[str, Sequence[Any] | np.ndarray], model: str, row_offset: int = 0
+    ) -> dict[str, np.ndarray]:
+        """Typed columns for the model, or an InputError listing every bad (row, field, value)."""
+        self.check_columns(columns.keys(), model)
+        prepared: dict[str, np.ndarray] = {}
+        problems: list[Problem] = []
+        for f in self.fields:
+            prepared[f.name], found = f.prepare(columns[f.name], row_offset)
+            problems.extend(found)
+        if problems:
+            raise invalid_input_error(problems, model)
+        return prepared
+
+
+def invalid_input_error(problems: list[Problem], model: str) -> InputError:
+    """One InputError for a batch: the first few problems in the message, all in the details."""
+    problems = sorted(problems, key=lambda p: (p.row if p.row is not None else -1, p.field or ""))
+    rows = {p.row for p in problems}
+    shown = "; ".join(
+        f"row {p.row}, field {p.field!r}: {p.problem}" for p in problems[:MESSAGE_PROBLEMS]
+    )
+    more = (
+        f"; and {len(problems) - MESSAGE_PROBLEMS} more" if len(problems) > MESSAGE_PROBLEMS else ""
+    )
+    return InputError(
+        f"model {model} can't score {len(rows)} row(s): {shown}{more}. Fix these values, "
+        "or retrain with invalid values treated as missing (scorekit train --invalid missing).",
+        problems[:MAX_DETAILS],
+    )

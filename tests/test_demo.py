@@ -1,0 +1,33 @@
+"""`make demo`'s script runs to its summary (on a private store and output directory)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_demo_script_ends_with_a_summary(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SCOREKIT_STORE": str(tmp_path / "store"),
+        "SCOREKIT_DEMO_OUT": str(tmp_path / "out"),
+    }
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unseen category 'Martian'" in result.stderr
+    assert "1899/1899 labels equal" in result.stdout
+    assert (tmp_path / "out" / "audit_scored.csv").is_file()
+    assert not (tmp_path / "out" / "bad_scored.csv").exists()

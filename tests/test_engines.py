@@ -1,0 +1,155 @@
+"""The contract every engine passes, on every model family, and cross-engine agreement.
+
+Each engine in scorekit.ENGINES is checked on the same trained models: output columns and order,
+one row per input row in input order, predict_one equal to the batch row, empty batches, and
+agreement with the other engines to 1e-9 (labels exactly) on audit and audit_na.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import scorekit
+from scorekit import Model
+
+ENGINES = sorted(scorekit.ENGINES)
+# (dataset the model is trained on, algorithm)
+MODELS = [
+    ("audit", "logreg"),
+    ("audit_na", "logreg"),
+    ("audit_na", "gbm"),
+    ("audit", "tree"),
+    ("iris", "forest"),
+    ("auto", "gbm"),
+    ("auto", "logreg"),
+]
+SCORED_ON = {
+    "audit": "audit_na.csv",
+    "audit_na": "audit_na.csv",
+    "iris": "iris.csv",
+    "auto": "auto.csv",
+}
+TOLERANCE = 1e-9
+
+
+def read_columns(path: Path) -> dict[str, list[str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=[f"{d}-{a}" for d, a in MODELS])
+def case(
+    request: pytest.FixtureRequest, trained, session_store, data_dir: Path
+) -> Iterator[tuple[dict[str, Model], dict[str, list[str]]]]:
+    dataset, algorithm = request.param
+    manifest = trained(dataset, algorithm)
+    models = {e: scorekit.load_model(manifest.ref, engine=e, store=session_store) for e in ENGINES}
+    yield models, read_columns(data_dir / SCORED_ON[dataset])
+    for model in models.values():
+        model.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_outputs_follow_the_contract(case, engine: str) -> None:
+    models, columns = case
+    model = models[engine]
+    out = model.predict_columns(columns)
+    n = len(next(iter(columns.values())))
+    assert list(out) == model.output_columns
+    assert all(len(values) == n for values in out.values())
+    if model.task == "classification":
+        assert model.output_columns == ["prediction"] + [f"probability({c})" for c in model.classes]
+        assert set(out["prediction"].tolist()) <= set(model.classes)
+        total = sum(out[f"probability({c})"] for c in model.classes)
+        np.testing.assert_allclose(total, 1.0, atol=1e-9)
+    else:
+        assert model.output_columns == ["prediction"]
+        assert out["prediction"].dtype == np.float64
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rows_come_back_in_input_order(case, engine: str) -> None:
+    models, columns = case
+    model = models[engine]
+    head = {k: v[:50] for k, v in columns.items()}
+    forward = model.predict_columns(head)
+    backward = model.predict_columns({k: v[::-1] for k, v in head.items()})
+    for name in model.output_columns:
+        if forward[name].dtype == object:
+            assert forward[name].tolist() == backward[name][::-1].tolist()
+        else:  # BLAS may block a reordered batch differently: last-ulp differences only
+            np.testing.assert_allclose(forward[name], backward[name][::-1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_predict_one_equals_the_batch_row(case, engine: str) -> None:
+    models, columns = case
+    model = models[engine]
+    records = [{k: v[i] for k, v in columns.items()} for i in range(5)]
+    batch = model.predict_records(records)
+    for i, record in enumerate(records):
+        one = model.predict_one(record)
+        assert list(one) == model.output_columns
+        assert one == pytest.approx(batch[i], abs=1e-12)
+        assert all(type(v) in (int, float, str, bool) for v in one.values())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_empty_batch_gives_empty_columns(case, engine: str) -> None:
+    models, columns = case
+    model = models[engine]
+    out = model.predict_columns({k: [] for k in columns})
+    assert list(out) == model.output_columns and all(len(v) == 0 for v in out.values())
+    assert model.predict_records([]) == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dataframe_in_dataframe_out_keeps_the_index(case, engine: str) -> None:
+    import pandas as pd
+
+    models, columns = case
+    model = models[engine]
+    frame = pd.DataFrame(columns).iloc[:20]
+    frame.index = range(100, 120)
+    out = model.predict(frame)
+    assert list(out.columns) == model.output_columns
+    assert list(out.index) == list(range(100, 120))
+    expected = model.predict_columns({k: v[:20] for k, v in columns.items()})
+    np.testing.assert_array_equal(out["prediction"].to_numpy(), expected["prediction"])
+
+
+def test_engines_agree(case) -> None:
+    """All engines: labels exactly, probabilities and regression values to 1e-9."""
+    models, columns = case
+    results = {e: m.predict_columns(columns) for e, m in models.items()}
+    reference_engine, *others = ENGINES
+    reference = results[reference_engine]
+    for engine in others:
+        for name, values in reference.items():
+            if values.dtype == object:
+                assert results[engine][name].tolist() == values.tolist(), (engine, name)
+            else:
+                np.testing.assert_allclose(
+                    results[engine][name],
+                    values,
+                    rtol=0,
+                    atol=TOLERANCE,
+                    err_msg=f"{engine} vs {reference_engine}: {name}",
+                )
+
+
+def test_engines_agree_on_records_with_missing_values(trained, session_store) -> None:
+    manifest = trained("audit")
+    record = {f.name: None for f in manifest.schema.fields}
+    scored = [
+        scorekit.load_model(manifest.ref, engine=e, store=session_store).predict_one(record)
+        for e in ENGINES
+    ]
+    for other in scored[1:]:
+        assert other == pytest.approx(scored[0], abs=TOLERANCE)

@@ -1,0 +1,53 @@
+"""`import scorekit` and the scoring path without an engine pull in no heavy module."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = [
+    "sklearn",
+    "scipy",
+    "pandas",
+    "pypmml",
+    "py4j",
+    "joblib",
+    "sklearn2pmml",
+    "boto3",
+    "botocore",
+    "psycopg",
+    "azure",
+]
+
+
+def imported_heavy(code: str, cwd: Path | None = None) -> list[str]:
+    probe = (
+        f"{code}\nimport sys, json\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=cwd
+    )
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_import_scorekit_is_light() -> None:
+    assert imported_heavy("import scorekit") == []
+
+
+def test_reading_a_store_and_validating_input_is_light(trained, session_store) -> None:
+    manifest = trained("audit")
+    code = (
+        "import scorekit\n"
+        f"store = scorekit.open_store({str(session_store.url)!r})\n"
+        f"m = store.manifest({manifest.name!r}, store.resolve({manifest.name!r}))\n"
+        "m.schema.prepare({f.name: ['1'] if f.is_continuous else [f.categories[0]] "
+        "for f in m.schema.fields}, m.ref)\n"
+    )
+    assert imported_heavy(code) == []
+
+
+def test_cli_db_url_is_light() -> None:
+    assert imported_heavy("import scorekit._cli as c\nc.main(['db', 'url'])") == []

@@ -1,0 +1,206 @@
+"""Model stores: the same behaviour on a directory, on S3 in-process (mock_aws) and on the
+standalone moto server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import scorekit
+from scorekit import (
+    Field,
+    InputSchema,
+    Manifest,
+    ModelNotFoundError,
+    ModelStore,
+    StoreError,
+    UsageError,
+    open_store,
+)
+from scorekit._store import LocalBlobs, S3Blobs, champion_stack
+
+
+def make_manifest(name: str = "demo") -> Manifest:
+    return Manifest(
+        name=name,
+        version="",
+        task="regression",
+        target="y",
+        schema=InputSchema((Field("x", "continuous", "double"),)),
+    )
+
+
+@pytest.fixture(params=["local", "s3-mock_aws", "s3-moto_server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelStore]:
+    if request.param == "local":
+        yield open_store(tmp_path / "store")
+        return
+    request.getfixturevalue("aws_credentials")
+    bucket = f"models-{uuid.uuid4().hex[:12]}"
+    if request.param == "s3-mock_aws":
+        from moto import mock_aws
+
+        with mock_aws():
+            _create_bucket(bucket)
+            yield open_store(f"s3://{bucket}/team/models")
+        return
+    url = request.getfixturevalue("moto_server")
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    _create_bucket(bucket)
+    yield open_store(f"s3://{bucket}/team/models")
+
+
+def _create_bucket(bucket: str) -> None:
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=bucket)
+
+
+def publish(
+    store: ModelStore, name: str = "demo", promote: bool | None = None, content: bytes = b"<PMML/>"
+) -> str:
+    return store.publish(make_manifest(name), {"model.pmml": content}, promote=promote)
+
+
+def test_open_store_picks_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(open_store(tmp_path).blobs, LocalBlobs)
+    assert isinstance(open_store("s3://bucket/some/prefix").blobs, S3Blobs)
+    monkeypatch.setenv("SCOREKIT_STORE", str(tmp_path / "env"))
+    assert open_store().url == str(tmp_path / "env")
+    monkeypatch.delenv("SCOREKIT_STORE")
+    assert open_store().url == "pmml"
+    with pytest.raises(UsageError, match="not supported"):
+        open_store("ftp://host/x")
+    with pytest.raises(UsageError, match="no bucket"):
+        open_store("s3:///prefix")
+
+
+def test_publish_numbers_versions_and_first_is_champion(store: ModelStore) -> None:
+    assert publish(store) == "1"
+    assert publish(store) == "2"
+    assert store.versions("demo") == ["1", "2"]
+    assert store.resolve("demo") == "1"  # only the first version became champion
+    assert store.resolve("demo", "champion") == "1"
+    assert store.resolve("demo", "2") == "2"
+    assert store.models() == ["demo"]
+
+
+def test_published_version_holds_manifest_with_digests(store: ModelStore) -> None:
+    version = publish(store, content=b"<PMML>abc</PMML>")
+    bundle = store.bundle("demo", version)
+    assert bundle.manifest.version == version and bundle.manifest.created
+    assert bundle.manifest.artifacts["model.pmml"] == scorekit._bundle.sha256_hex(
+        b"<PMML>abc</PMML>"
+    )
+    assert bundle.read("model.pmml") == b"<PMML>abc</PMML>"
+
+
+def test_tampered_artifact_is_refused(store: ModelStore) -> None:
+    version = publish(store)
+    store.blobs.put(f"demo/versions/{version}/model.pmml", b"<PMML>evil</PMML>")
+    with pytest.raises(scorekit.IntegrityError, match="fails its integrity check"):
+        store.bundle("demo", version).read("model.pmml")
+
+
+def test_half_written_version_is_invisible(store: ModelStore) -> None:
+    publish(store)
+    # A publisher that died after claiming version 2 and writing an artifact, before the manifest.
+    store.blobs.put("demo/versions/2/.claim", b"", if_absent=True)
+    store.blobs.put("demo/versions/2/model.pmml", b"partial")
+    assert store.versions("demo") == ["1"]
+    assert publish(store) == "3"  # the claimed number is not reused
+
+
+def test_promote_rollback_and_history(store: ModelStore) -> None:
+    for _ in range(3):
+        publish(store)
+    assert store.promote("demo", "3") == "3"
+    assert store.promote("demo", "2") == "2"
+    assert store.rollback("demo") == "3"
+    assert store.rollback("demo") == "1"
+    with pytest.raises(UsageError, match="no earlier champion"):
+        store.rollback("demo")
+    actions = [(e["action"], e["version"]) for e in store.champion_history("demo")]
+    assert actions == [
+        ("publish", "1"),
+        ("promote", "3"),
+        ("promote", "2"),
+        ("rollback", "3"),
+        ("rollback", "1"),
+    ]
+
+
+def test_unknown_model_version_and_alias_list_what_exists(store: ModelStore) -> None:
+    publish(store)
+    with pytest.raises(ModelNotFoundError, match=r"no model named 'nope'.*available: demo"):
+        store.resolve("nope")
+    with pytest.raises(ModelNotFoundError, match=r"no version 7.*versions: 1"):
+        store.resolve("demo", "7")
+    with pytest.raises(ModelNotFoundError, match=r"no alias 'staging'.*aliases: champion"):
+        store.resolve("demo", "staging")
+    with pytest.raises(ModelNotFoundError, match="no version 9"):
+        store.promote("demo", "9")
+
+
+def test_invalid_model_name_is_refused(store: ModelStore) -> None:
+    with pytest.raises(UsageError, match="not valid"):
+        publish(store, name="../escape")
+
+
+def test_concurrent_publishers_get_distinct_versions(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    versions: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        version = publish(store, promote=True)
+        with lock:
+            versions.append(version)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(versions, key=int) == [str(i) for i in range(1, 9)]
+    # Every promote landed in the history: compare-and-swap lost none.
+    assert len(store.champion_history("demo")) == 8
+
+
+def test_champion_stack_replays_history() -> None:
+    history = [
+        {"action": "publish", "version": "1"},
+        {"action": "promote", "version": "2"},
+        {"action": "rollback", "version": "1"},
+        {"action": "promote", "version": "3"},
+    ]
+    assert champion_stack(history) == ["1", "3"]
+
+
+def test_unreachable_s3_is_a_store_error(
+    aws_credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(StoreError, match="s3://nobucket"):
+        open_store("s3://nobucket/models").models()
+
+
+def test_missing_bucket_is_a_store_error(aws_credentials: None) -> None:
+    from moto import mock_aws
+
+    with mock_aws(), pytest.raises(StoreError, match="NoSuchBucket"):
+        open_store("s3://absent-bucket/models").models()
+
+
+def test_aliases_json_is_readable(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    publish(store)
+    data = json.loads((tmp_path / "demo" / "aliases.json").read_text())
+    assert data["champion"]["version"] == "1"
