@@ -23,6 +23,7 @@ from ._model import Model
 from ._output import PREDICTION
 from ._scorer import ENGINES
 from ._store import CHAMPION, champion_stack, open_store
+from ._training import ALGORITHMS
 
 log = logging.getLogger("scorekit")
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="training CSV with a header line")
     train.add_argument("--target", required=True, help="the column to predict")
     train.add_argument("--name", required=True, help="model name in the store")
-    train.add_argument("--algorithm", default="logreg", choices=["logreg", "tree", "forest", "gbm"])
+    train.add_argument("--algorithm", default="logreg", choices=list(ALGORITHMS))
     train.add_argument(
         "--task",
         choices=["classification", "regression"],

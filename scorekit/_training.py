@@ -31,7 +31,7 @@ from ._store import ModelStore, check_name, open_store
 
 log = logging.getLogger("scorekit")
 
-ALGORITHMS = ("logreg", "tree", "forest", "gbm")
+ALGORITHMS = ("logreg", "tree", "forest", "extratrees", "gbm", "hgb")
 INVALID_CHOICES = {"error": "return_invalid", "missing": "as_missing"}
 # An integer target with at most this many distinct values is taken as class labels.
 MAX_INFERRED_CLASSES = 20
@@ -177,7 +177,7 @@ def build_pipeline(schema: InputSchema, task: str, algorithm: str, seed: int) ->
             domain: Any = ContinuousDomain(with_data=False, **common)
             step = make_pipeline(domain, StandardScaler()) if algorithm == "logreg" else domain
         else:
-            step = make_pipeline(CategoricalDomain(**common), OneHotEncoder())
+            step = make_pipeline(CategoricalDomain(**common), OneHotEncoder(sparse_output=False))
         steps.append((f.name, step, [f.name]))
     classification = task == "classification"
     estimators: dict[str, Any] = {
@@ -192,6 +192,14 @@ def build_pipeline(schema: InputSchema, task: str, algorithm: str, seed: int) ->
         "forest": (
             ensemble.RandomForestClassifier if classification else ensemble.RandomForestRegressor
         )(n_estimators=100, min_samples_leaf=3, random_state=seed, n_jobs=1),
+        "extratrees": (
+            ensemble.ExtraTreesClassifier if classification else ensemble.ExtraTreesRegressor
+        )(n_estimators=100, min_samples_leaf=3, random_state=seed, n_jobs=1),
+        "hgb": (
+            ensemble.HistGradientBoostingClassifier
+            if classification
+            else ensemble.HistGradientBoostingRegressor
+        )(max_iter=100, random_state=seed),
         "gbm": (
             ensemble.GradientBoostingClassifier
             if classification
