@@ -64,6 +64,10 @@ class PypmmlScorer:
         try:
             model = model_class.fromString(text)
         except Exception as exc:
+            if "Unsupported" in str(exc):
+                raise UnsupportedModelError(
+                    f"pypmml can't score {bundle.where}/{PMML_FILE}: {exc}"
+                ) from exc
             raise IntegrityError(
                 f"pypmml can't load {bundle.where}/{PMML_FILE}: {type(exc).__name__}: {exc}"
             ) from exc

@@ -31,6 +31,12 @@ class Scorer(Protocol):
 EngineFactory = Callable[[Bundle], Scorer]
 
 
+def _native(bundle: Bundle) -> Scorer:
+    from ._native import NativeScorer
+
+    return NativeScorer.from_bundle(bundle)
+
+
 def _sklearn(bundle: Bundle) -> Scorer:
     from ._engine_sklearn import SklearnScorer
 
@@ -44,6 +50,8 @@ def _pypmml(bundle: Bundle) -> Scorer:
 
 
 # Name -> factory. Each factory imports its engine's libraries only when called.
-ENGINES: dict[str, EngineFactory] = {"sklearn": _sklearn, "pypmml": _pypmml}
-# The order engine="auto" tries; the first that can score the model wins.
-AUTO_ORDER: tuple[str, ...] = ("sklearn", "pypmml")
+ENGINES: dict[str, EngineFactory] = {"native": _native, "sklearn": _sklearn, "pypmml": _pypmml}
+# The order engine="auto" tries; the first that can score the model wins. native needs numpy
+# only; pypmml is the reference implementation (but starts a JVM); the pickle needs the exact
+# scikit-learn that made it.
+AUTO_ORDER: tuple[str, ...] = ("native", "pypmml", "sklearn")

@@ -65,7 +65,7 @@ def test_score_writes_the_contract_and_keeps_columns(
     with open(data_dir / "audit_na.csv") as f:
         source = list(csv.DictReader(f))
     assert [r["Age"] for r in rows] == [r["Age"] for r in source]  # input order, all rows
-    assert "scored 1899 rows" in err and "engine sklearn" in err
+    assert "scored 1899 rows" in err and "engine native" in err
 
 
 def test_chunked_and_whole_file_scoring_agree(

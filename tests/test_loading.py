@@ -69,7 +69,7 @@ def test_standalone_pmml_is_described_from_its_dictionary(bundle_dir: Path, tmp_
     path = tmp_path / "model-copy.pmml"
     shutil.copy(bundle_dir / "model.pmml", path)
     model = load_model(path)
-    assert model.engine == "pypmml"
+    assert model.engine == "native"
     assert model.task == "classification" and model.classes == [0, 1]
     assert sorted(model.input_fields) == sorted(RECORD)
     deductions = model.manifest.schema["Deductions"]
@@ -83,24 +83,22 @@ def test_standalone_pickle_refuses_other_engines(bundle_dir: Path, tmp_path: Pat
         load_model(path, engine="pypmml")
 
 
-@pytest.mark.parametrize("engine", ["sklearn", "auto"])
-def test_tampered_pickle_is_refused_before_unpickling(bundle_dir: Path, engine: str) -> None:
+def test_tampered_pickle_is_refused_before_unpickling(bundle_dir: Path) -> None:
     pickle = bundle_dir / "model.pkl"
     pickle.write_bytes(pickle.read_bytes() + b"\x00")
     with pytest.raises(IntegrityError, match=r"model\.pkl .* fails its integrity check"):
-        load_model(bundle_dir, engine=engine)  # auto must not fall back to the PMML
+        load_model(bundle_dir, engine="sklearn")
 
 
-def test_tampered_pmml_is_refused(bundle_dir: Path) -> None:
+@pytest.mark.parametrize("engine", ["native", "pypmml", "auto"])
+def test_tampered_pmml_is_refused(bundle_dir: Path, engine: str) -> None:
     pmml = bundle_dir / "model.pmml"
     pmml.write_text(pmml.read_text().replace("Adjusted", "Adjustee"))
     with pytest.raises(IntegrityError, match="sha256 is"):
-        load_model(bundle_dir, engine="pypmml")
+        load_model(bundle_dir, engine=engine)  # auto must not fall back to the pickle
 
 
-def test_pickle_from_another_sklearn_is_refused_naming_both(
-    bundle_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_pickle_from_another_sklearn_is_refused_naming_both(bundle_dir: Path) -> None:
     manifest_path = bundle_dir / "manifest.json"
     data = json.loads(manifest_path.read_text())
     installed = data["libraries"]["scikit-learn"]
@@ -109,11 +107,28 @@ def test_pickle_from_another_sklearn_is_refused_naming_both(
     with pytest.raises(IncompatibleModelError) as caught:
         load_model(bundle_dir, engine="sklearn")
     assert "1.6.1" in caught.value.message and installed in caught.value.message
-    # auto falls back to the PMML, which has no such limit, and says why.
+    assert load_model(bundle_dir).engine == "native"  # the PMML has no such limit
+
+
+def test_auto_falls_back_to_pypmml_and_says_why(
+    bundle_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PMML the native engine can't score goes to the reference engine, with a log line."""
+    path = bundle_dir.parent / "unusual.pmml"
+    derived = (
+        '<DerivedField name="job3" optype="categorical" dataType="string">'
+        '<Apply function="substring"><FieldRef field="Employment"/>'
+        '<Constant dataType="integer">1</Constant><Constant dataType="integer">3</Constant>'
+        "</Apply></DerivedField>"
+    )
+    pmml = (bundle_dir / "model.pmml").read_text()
+    path.write_text(pmml.replace("<LocalTransformations>", "<LocalTransformations>" + derived))
+    with pytest.raises(UnsupportedModelError, match="function 'substring'"):
+        load_model(path, engine="native")
     with caplog.at_level(logging.INFO, logger="scorekit"):
-        model = load_model(bundle_dir)
+        model = load_model(path)
     assert model.engine == "pypmml"
-    assert "skipped sklearn" in caplog.text and "1.6.1" in caplog.text
+    assert "skipped native" in caplog.text and "substring" in caplog.text
 
 
 def test_missing_file_and_bad_sources(tmp_path: Path) -> None:

@@ -1,0 +1,219 @@
+"""The native engine: a compiled PMML plan behind the Scorer protocol, verified at load."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .._bundle import PMML_FILE, Bundle
+from .._errors import UnsupportedModelError
+from .._manifest import Manifest
+from .._output import Scores
+from .._pmml_header import child, children, local, model_element, parse_pmml, parse_value
+from ._expr import NUM, Compiler, Env, FieldType, kind_of, to_float32_precision
+from ._models import (
+    Context,
+    apply_field_treatments,
+    compile_field_treatments,
+    compile_model,
+    derived_fields,
+    mining_replacements,
+    replace_missing,
+)
+
+DEFAULT_PRECISION = 1e-6
+DEFAULT_ZERO_THRESHOLD = 1e-16
+
+
+class NativeScorer:
+    engine = "native"
+
+    def __init__(self, pmml: bytes, manifest: Manifest, where: str = PMML_FILE) -> None:
+        self.manifest = manifest
+        self.where = where
+        root = parse_pmml(pmml, where)
+        dictionary = child(root, "DataDictionary")
+        if dictionary is None:
+            raise UnsupportedModelError(f"{where} has no DataDictionary")
+        data_fields = {f.get("name", ""): f for f in children(dictionary, "DataField")}
+        types = {
+            name: FieldType(kind_of(f.get("dataType")), f.get("dataType", "string"))
+            for name, f in data_fields.items()
+        }
+        compiler = Compiler(types)
+        transformations = child(root, "TransformationDictionary")
+        self.global_fields = (
+            derived_fields(transformations, compiler) if transformations is not None else []
+        )
+        model = model_element(root, where)
+        self.treatments = compile_field_treatments(model, data_fields)
+        self.replacements = mining_replacements(model, compiler)
+        self.plan = compile_model(model, Context(compiler, None, None, data_fields))
+        self.classification = self.plan.function == "classification"
+        if self.classification != (manifest.task == "classification"):
+            raise UnsupportedModelError(
+                f"{where} is a {self.plan.function} model but the manifest says {manifest.task}"
+            )
+        self._order = self._class_order(model, data_fields)
+        self.verify(model)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> NativeScorer:
+        return cls(bundle.read(PMML_FILE), bundle.manifest, f"{bundle.where}/{PMML_FILE}")
+
+    def _class_order(self, model: ET.Element, data_fields: dict[str, ET.Element]) -> np.ndarray:
+        """Column j of our output = column order[j] of the plan's probabilities."""
+        if not self.classification:
+            return np.empty(0, dtype=np.intp)
+        categories = self.plan.categories or []
+        target = self.manifest.target
+        dtype = data_fields[target].get("dataType", "string") if target in data_fields else "string"
+        parsed = [parse_value(dtype, c) for c in categories]
+        classes = list(self.manifest.classes or [])
+        if sorted(map(str, parsed)) != sorted(map(str, classes)):
+            raise UnsupportedModelError(
+                f"{self.where}: target categories {parsed} differ from the manifest's {classes}"
+            )
+        as_text = [str(p) for p in parsed]
+        return np.array([as_text.index(str(c)) for c in classes], dtype=np.intp)
+
+    def _env(self, batch: Mapping[str, np.ndarray]) -> Env:
+        n = len(next(iter(batch.values()))) if batch else 0
+        env = Env(n)
+        for t in self.treatments:
+            column = batch[t.name]
+            if t.kind == NUM:
+                if column.dtype == object:
+                    column = np.array(
+                        [math.nan if v is None else float(v) for v in column.tolist()],
+                        dtype=np.float64,
+                    )
+                if t.dtype == "float":
+                    column = to_float32_precision(column)
+            elif column.dtype != object:
+                text = np.empty(n, dtype=object)
+                text[:] = [None if math.isnan(v) else _as_text(v) for v in column.tolist()]
+                column = text
+            env.columns[t.name] = column
+        apply_field_treatments(env, self.treatments, self.manifest.ref)
+        replace_missing(env, self.replacements)
+        for name, fn in self.global_fields:
+            env.columns[name] = fn(env)
+        return env
+
+    def score(self, batch: Mapping[str, np.ndarray]) -> Scores:
+        env = self._env(batch)
+        if env.n == 0:
+            if self.classification:
+                return Scores(np.empty(0, dtype=object), np.empty((0, len(self._order))))
+            return Scores(np.empty(0, dtype=np.float64))
+        result = self.plan.evaluate(env)
+        if not self.classification:
+            assert result.value is not None
+            return Scores(np.asarray(result.value, dtype=np.float64))
+        assert result.probabilities is not None
+        probabilities = result.probabilities[:, self._order]
+        classes = self.manifest.classes or []
+        labels = np.empty(env.n, dtype=object)
+        unknown = np.isnan(probabilities).any(axis=1)
+        picked = np.argmax(np.where(unknown[:, None], 0.0, probabilities), axis=1)
+        labels[:] = [None if u else classes[j] for j, u in zip(picked, unknown, strict=True)]
+        return Scores(labels, probabilities)
+
+    def close(self) -> None:
+        pass
+
+    # --- ModelVerification -------------------------------------------------------------------
+    def verify(self, model: ET.Element) -> None:
+        """Score the PMML's embedded verification rows; refuse the model if any answer differs."""
+        verification = child(model, "ModelVerification")
+        if verification is None:
+            return
+        fields_element = child(verification, "VerificationFields")
+        table = child(verification, "InlineTable")
+        if fields_element is None or table is None:
+            return
+        spec = {
+            f.get("field", ""): (
+                f.get("column") or f.get("field") or "",
+                float(f.get("precision", DEFAULT_PRECISION)),
+                float(f.get("zeroThreshold", DEFAULT_ZERO_THRESHOLD)),
+            )
+            for f in children(fields_element, "VerificationField")
+        }
+        rows = [{local(c.tag): c.text for c in row} for row in children(table, "row")]
+        if not rows:
+            return
+        schema = self.manifest.schema
+        raw: dict[str, list[Any]] = {
+            f.name: [row.get(spec.get(f.name, (f.name,))[0]) for row in rows] for f in schema.fields
+        }
+        try:
+            scores = self.score(schema.prepare(raw, self.manifest.ref))
+        except Exception as exc:
+            raise UnsupportedModelError(
+                f"the native engine could not score the verification rows of {self.where} "
+                f"({type(exc).__name__}: {exc}); score this model with engine='pypmml'"
+            ) from exc
+        expected_outputs = self._verifiable_outputs(model)
+        for field, (column, precision, zero) in spec.items():
+            if field in schema.names or field not in expected_outputs:
+                continue
+            ours = expected_outputs[field](scores)
+            for i, row in enumerate(rows):
+                text = row.get(column)
+                if text is None:
+                    continue
+                if not _agrees(ours[i], text, precision, zero):
+                    raise UnsupportedModelError(
+                        f"the native engine scores {self.where} differently from its "
+                        f"verification row {i}: {field} is {ours[i]!r}, the PMML expects {text}. "
+                        "Refusing to score it; use engine='pypmml'."
+                    )
+
+    def _verifiable_outputs(self, model: ET.Element) -> dict[str, Any]:
+        classes = list(self.manifest.classes or [])
+        outputs: dict[str, Any] = {}
+        target = self.manifest.target
+        outputs[target] = lambda s: s.prediction
+        output = child(model, "Output")
+        for output_field in children(output, "OutputField") if output is not None else []:
+            name = output_field.get("name", "")
+            feature = output_field.get("feature", "predictedValue")
+            if feature == "probability" and self.classification:
+                value = output_field.get("value")
+                index = (
+                    [str(c) for c in classes].index(str(value))
+                    if str(value) in map(str, classes)
+                    else None
+                )
+                if index is not None:
+                    outputs[name] = lambda s, j=index: s.probabilities[:, j]
+            elif feature == "predictedValue":
+                outputs[name] = lambda s: s.prediction
+        return outputs
+
+
+def _as_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _agrees(ours: Any, text: str, precision: float, zero: float) -> bool:
+    try:
+        expected = float(text)
+    except ValueError:
+        return str(ours) == text
+    if isinstance(ours, str):
+        return ours == text
+    if ours is None:
+        return False
+    actual = float(ours)
+    if isinstance(ours, bool):
+        return actual == expected
+    if abs(expected) <= zero:
+        return abs(actual) <= zero
+    return abs(actual - expected) <= precision * abs(expected)

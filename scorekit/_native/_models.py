@@ -1,0 +1,776 @@
+"""Compiled PMML models: RegressionModel, TreeModel and MiningModel (segmentations), with their
+MiningSchema treatments, LocalTransformations, Targets and (for model chains) Output fields."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._errors import Problem
+from .._pmml_header import child, children, local
+from .._schema import MAX_DETAILS
+from ._expr import (
+    NUM,
+    STR,
+    Compiler,
+    Env,
+    FieldType,
+    Fn,
+    missing_mask,
+    parse_scalar,
+    unsupported,
+)
+from ._tree import PREDICATES, CompiledForest, FlatForest, encode
+
+
+@dataclass
+class Result:
+    """A model's answer for a batch: a value per row (regression) or class probabilities."""
+
+    value: np.ndarray | None = None  # (n,)
+    probabilities: np.ndarray | None = None  # (n, k), in the model's category order
+
+    def label_index(self) -> np.ndarray:
+        assert self.probabilities is not None
+        return np.argmax(np.nan_to_num(self.probabilities, nan=-1.0), axis=1)
+
+
+class Model:
+    """A compiled model: ``evaluate(env)`` returns its Result for every row of env."""
+
+    function: str
+    categories: list[str] | None
+
+    def evaluate(self, env: Env) -> Result:
+        raise NotImplementedError
+
+
+@dataclass
+class Context:
+    """What a model compiles against: field types, the target and its categories."""
+
+    compiler: Compiler
+    target: str | None
+    categories: list[str] | None  # target categories (PMML value strings), classification only
+    data_fields: dict[str, ET.Element]
+
+
+def target_of(model: ET.Element, inherited: str | None) -> str | None:
+    schema = child(model, "MiningSchema")
+    if schema is not None:
+        for mining_field in children(schema, "MiningField"):
+            if mining_field.get("usageType") in ("target", "predicted"):
+                return mining_field.get("name")
+    return inherited
+
+
+def categories_of(target: str | None, data_fields: dict[str, ET.Element]) -> list[str] | None:
+    if target is None or target not in data_fields:
+        return None
+    values = [
+        v.get("value", "")
+        for v in children(data_fields[target], "Value")
+        if v.get("property", "valid") == "valid"
+    ]
+    return values or None
+
+
+def compile_model(element: ET.Element, context: Context) -> Model:
+    """Any supported model element, with its mining schema, transformations and targets."""
+    function = element.get("functionName", "")
+    if function not in ("classification", "regression"):
+        raise unsupported(element, f"functionName {function!r}")
+    target = target_of(element, context.target)
+    categories = (
+        categories_of(target, context.data_fields) if function == "classification" else None
+    )
+    if function == "classification" and not categories:
+        raise unsupported(element, f"classification target {target!r} lists no categories")
+    compiler = Compiler(context.compiler.types)
+    local_fields = compile_local_transformations(element, compiler)
+    inner = Context(compiler, target, categories, context.data_fields)
+    tag = local(element.tag)
+    core: Model
+    if tag == "RegressionModel":
+        core = RegressionPlan(element, inner, function)
+    elif tag == "TreeModel":
+        core = ForestPlan.single(element, inner, function)
+    elif tag == "MiningModel":
+        core = compile_mining_model(element, inner, function)
+    else:
+        raise unsupported(element)
+    replacements = mining_replacements(element, compiler)
+    targets = compile_targets(element, function)
+    if not (replacements or local_fields or targets):
+        return core
+    return Wrapped(core, replacements, local_fields, targets)
+
+
+class Wrapped(Model):
+    """A model with its own missing-value replacements, derived fields or target rescaling."""
+
+    def __init__(
+        self,
+        core: Model,
+        replacements: dict[str, object],
+        local_fields: list[tuple[str, Fn]],
+        targets: Callable[[np.ndarray], np.ndarray] | None,
+    ) -> None:
+        self.core = core
+        self.function = core.function
+        self.categories = core.categories
+        self.replacements = replacements
+        self.local_fields = local_fields
+        self.targets = targets
+
+    def evaluate(self, env: Env) -> Result:
+        if self.replacements or self.local_fields:
+            env = env.copy()
+            replace_missing(env, self.replacements)
+            for name, fn in self.local_fields:
+                env.columns[name] = fn(env)
+        result = self.core.evaluate(env)
+        if self.targets is not None and result.value is not None:
+            result = Result(self.targets(result.value), result.probabilities)
+        return result
+
+
+def compile_local_transformations(element: ET.Element, compiler: Compiler) -> list[tuple[str, Fn]]:
+    transformations = child(element, "LocalTransformations")
+    return derived_fields(transformations, compiler) if transformations is not None else []
+
+
+def derived_fields(container: ET.Element, compiler: Compiler) -> list[tuple[str, Fn]]:
+    """DerivedFields in order; each becomes visible to the ones after it."""
+    out: list[tuple[str, Fn]] = []
+    for derived in children(container, "DerivedField"):
+        name = derived.get("name", "")
+        expression = [e for e in derived if local(e.tag) != "Extension" and local(e.tag) != "Value"]
+        if len(expression) != 1:
+            raise unsupported(derived, f"DerivedField {name!r} needs exactly one expression")
+        compiled = compiler.expression(expression[0])
+        dtype = derived.get("dataType", "double" if compiled.kind == NUM else "string")
+        compiler.types[name] = FieldType(compiled.kind, dtype)
+        fn = compiled.fn
+        if dtype == "float":
+            fn = _float32(fn)
+        out.append((name, fn))
+    return out
+
+
+def _float32(fn: Fn) -> Fn:
+    return lambda env: fn(env).astype(np.float32).astype(np.float64)
+
+
+def mining_replacements(element: ET.Element, compiler: Compiler) -> dict[str, object]:
+    """missingValueReplacement of a model's MiningFields (nested models may have their own)."""
+    schema = child(element, "MiningSchema")
+    replacements: dict[str, object] = {}
+    if schema is None:
+        return replacements
+    for mining_field in children(schema, "MiningField"):
+        name = mining_field.get("name", "")
+        if mining_field.get("usageType", "active") != "active":
+            continue
+        replacement = mining_field.get("missingValueReplacement")
+        if replacement is not None:
+            ftype = compiler.field_type(name, "MiningField")
+            replacements[name] = parse_scalar(replacement, ftype.dtype)
+    return replacements
+
+
+def replace_missing(env: Env, replacements: dict[str, object]) -> None:
+    for name, value in replacements.items():
+        column = env.columns[name]
+        mask = missing_mask(column)
+        if mask.any():
+            column = column.copy()
+            column[mask] = value
+            env.columns[name] = column
+
+
+def compile_targets(
+    element: ET.Element, function: str
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    targets = child(element, "Targets")
+    if targets is None:
+        return None
+    target_list = children(targets, "Target")
+    if len(target_list) != 1:
+        raise unsupported(targets, "exactly one Target is supported")
+    target = target_list[0]
+    if children(target, "TargetValue"):
+        if function == "regression":
+            raise unsupported(target, "TargetValue in a regression")
+        raise unsupported(target, "TargetValue priors")
+    factor = float(target.get("rescaleFactor", "1"))
+    constant = float(target.get("rescaleConstant", "0"))
+    low = float(target.get("min", "-inf"))
+    high = float(target.get("max", "inf"))
+    cast = target.get("castInteger")
+    if function == "classification":
+        return None
+
+    def apply(value: np.ndarray) -> np.ndarray:
+        out = np.clip(value, low, high) * factor + constant
+        if cast == "round":
+            out = np.floor(out + 0.5)
+        elif cast == "ceiling":
+            out = np.ceil(out)
+        elif cast == "floor":
+            out = np.floor(out)
+        return out
+
+    return apply
+
+
+# --- RegressionModel -----------------------------------------------------------------------------
+def _logistic(y: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-y))
+
+
+def _probit(y: np.ndarray) -> np.ndarray:
+    erf = np.frompyfunc(math.erf, 1, 1)
+    return np.asarray(0.5 * (1.0 + np.asarray(erf(y / math.sqrt(2.0)), dtype=np.float64)))
+
+
+_LINKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "logit": _logistic,
+    "probit": _probit,
+    "cloglog": lambda y: 1.0 - np.exp(-np.exp(y)),
+    "loglog": lambda y: np.exp(-np.exp(-y)),
+    "cauchit": lambda y: 0.5 + np.arctan(y) / math.pi,
+    "exp": np.exp,
+    "none": lambda y: y,
+}
+
+
+class RegressionPlan(Model):
+    def __init__(self, element: ET.Element, context: Context, function: str) -> None:
+        self.function = function
+        self.categories = context.categories
+        self.normalization = element.get("normalizationMethod", "none")
+        tables = children(element, "RegressionTable")
+        if not tables:
+            raise unsupported(element, "it has no RegressionTable")
+        self.tables = [self._table(t, context.compiler) for t in tables]
+        if function == "regression":
+            if len(self.tables) != 1:
+                raise unsupported(element, "a regression needs exactly one RegressionTable")
+            if self.normalization not in ("none", "exp", "softmax", "logit"):
+                raise unsupported(element, f"normalizationMethod {self.normalization!r}")
+            return
+        assert self.categories is not None
+        order = [t.get("targetCategory") for t in tables]
+        if sorted(order, key=str) != sorted(self.categories, key=str):
+            raise unsupported(element, f"targetCategory values {order} != {self.categories}")
+        self.order = [self.categories.index(c) for c in order if c is not None]
+        if self.normalization not in (*_LINKS, "softmax", "simplemax"):
+            raise unsupported(element, f"normalizationMethod {self.normalization!r}")
+
+    @staticmethod
+    def _table(table: ET.Element, compiler: Compiler) -> Fn:
+        intercept = float(table.get("intercept", "0"))
+        numeric: list[tuple[str, float, float]] = []
+        categorical: dict[str, dict[object, float]] = {}
+        terms: list[tuple[list[str], float]] = []
+        for predictor in table:
+            tag = local(predictor.tag)
+            if tag == "NumericPredictor":
+                name = predictor.get("name", "")
+                compiler.field_type(name, "NumericPredictor")
+                numeric.append(
+                    (
+                        name,
+                        float(predictor.get("exponent", "1")),
+                        float(predictor.get("coefficient", "0")),
+                    )
+                )
+            elif tag == "CategoricalPredictor":
+                name = predictor.get("name", "")
+                ftype = compiler.field_type(name, "CategoricalPredictor")
+                value = parse_scalar(predictor.get("value"), ftype.dtype)
+                table_for = categorical.setdefault(name, {})
+                table_for[value] = table_for.get(value, 0.0) + float(
+                    predictor.get("coefficient", "0")
+                )
+            elif tag == "PredictorTerm":
+                names = [ref.get("field", "") for ref in children(predictor, "FieldRef")]
+                for name in names:
+                    compiler.field_type(name, "PredictorTerm")
+                terms.append((names, float(predictor.get("coefficient", "0"))))
+            elif tag != "Extension":
+                raise unsupported(predictor)
+        # A categorical predictor is a lookup of the coefficient by category code.
+        lookups = []
+        for name, coefficients in categorical.items():
+            codes = {value: float(i) for i, value in enumerate(coefficients)}
+            weights = np.array([*coefficients.values(), 0.0])  # the last one: other categories
+            lookups.append((name, codes, weights))
+
+        def fn(env: Env) -> np.ndarray:
+            y = np.full(env.n, intercept)
+            for name, exponent, coefficient in numeric:
+                x = env.columns[name]
+                y += coefficient * (x if exponent == 1.0 else x**exponent)
+            for name, codes, weights in lookups:
+                code = encode(env.columns[name], codes)
+                missing = np.isnan(code)
+                index = np.where(code < 0, len(weights) - 1, np.nan_to_num(code)).astype(np.intp)
+                contribution = weights[index]
+                contribution[missing] = math.nan
+                y += contribution
+            for names, coefficient in terms:
+                product = np.full(env.n, coefficient)
+                for name in names:
+                    product = product * env.columns[name]
+                y += product
+            return y
+
+        return fn
+
+    def evaluate(self, env: Env) -> Result:
+        if self.function == "regression":
+            y = self.tables[0](env)
+            if self.normalization == "exp":
+                y = np.exp(y)
+            elif self.normalization in ("softmax", "logit"):
+                y = _logistic(y)
+            return Result(value=y)
+        assert self.categories is not None
+        ys = np.column_stack([table(env) for table in self.tables])
+        k = ys.shape[1]
+        if self.normalization == "softmax":
+            shifted = ys - np.max(ys, axis=1, keepdims=True)
+            exps = np.exp(shifted)
+            probabilities = exps / exps.sum(axis=1, keepdims=True)
+        elif self.normalization == "simplemax":
+            probabilities = ys / ys.sum(axis=1, keepdims=True)
+        else:
+            link = _LINKS[self.normalization]
+            probabilities = np.empty_like(ys)
+            if k == 1:
+                probabilities = link(ys)
+            else:
+                probabilities[:, : k - 1] = link(ys[:, : k - 1])
+                probabilities[:, k - 1] = 1.0 - probabilities[:, : k - 1].sum(axis=1)
+        out = np.empty((env.n, len(self.categories)))
+        out[:, self.order] = probabilities
+        return Result(probabilities=out)
+
+
+# --- TreeModel and segmentations of trees --------------------------------------------------------
+class ForestPlan(Model):
+    """One or more TreeModels walked together, combined by a segmentation method."""
+
+    def __init__(
+        self,
+        forest: CompiledForest,
+        function: str,
+        categories: list[str] | None,
+        method: str,
+        weights: np.ndarray,
+    ) -> None:
+        self.forest = forest
+        self.function = function
+        self.categories = categories
+        self.method = method
+        self.weights = weights
+
+    @classmethod
+    def single(cls, element: ET.Element, context: Context, function: str) -> ForestPlan:
+        flat = FlatForest(len(context.categories or [None]), context.categories)
+        flat.add_tree(element, context.compiler)
+        return cls(flat.compile(), function, context.categories, "single", np.ones(1))
+
+    def evaluate(self, env: Env) -> Result:
+        leaves = self.forest.leaves(env)  # (trees, rows)
+        values = self.forest.values[leaves]  # (trees, rows, width)
+        if self.method == "majorityVote" or self.method == "weightedMajorityVote":
+            votes = np.zeros((env.n, values.shape[2]))
+            winners = np.argmax(np.nan_to_num(values, nan=-1.0), axis=2)  # (trees, rows)
+            unknown = np.isnan(values).any(axis=2)
+            for t in range(values.shape[0]):
+                np.add.at(
+                    votes,
+                    (np.arange(env.n), winners[t]),
+                    np.where(unknown[t], math.nan, self.weights[t]),
+                )
+            return Result(probabilities=votes / votes.sum(axis=1, keepdims=True))
+        if self.method == "single":
+            combined = values[0]
+        elif self.method == "sum":
+            combined = values.sum(axis=0)
+        elif self.method == "average":
+            combined = values.mean(axis=0)
+        else:  # weightedAverage
+            w = self.weights[:, None, None]
+            combined = (values * w).sum(axis=0) / self.weights.sum()
+        if self.function == "regression":
+            return Result(value=combined[:, 0])
+        return Result(probabilities=combined)
+
+
+_AGGREGATES = ("sum", "average", "weightedAverage", "majorityVote", "weightedMajorityVote")
+
+
+def compile_mining_model(element: ET.Element, context: Context, function: str) -> Model:
+    segmentation = child(element, "Segmentation")
+    if segmentation is None:
+        raise unsupported(element, "a MiningModel without Segmentation")
+    method = segmentation.get("multipleModelMethod", "")
+    segments = children(segmentation, "Segment")
+    if not segments:
+        raise unsupported(segmentation, "it has no Segment")
+    treatment = segmentation.get("missingPredictionTreatment", "continue")
+    if treatment not in ("returnMissing", "continue", "skipSegment"):
+        raise unsupported(segmentation, f"missingPredictionTreatment {treatment!r}")
+    if method == "modelChain":
+        return ChainPlan(segments, context, function)
+    if method == "selectFirst":
+        return SelectFirstPlan(segments, context, function)
+    if method not in _AGGREGATES:
+        raise unsupported(segmentation, f"multipleModelMethod {method!r}")
+    if method in ("majorityVote", "weightedMajorityVote") and function != "classification":
+        raise unsupported(segmentation, f"{method} for a regression")
+    if function == "classification" and method == "sum":
+        raise unsupported(segmentation, "sum of classifiers")
+    trees = [_segment_model(s) for s in segments]
+    if all(_is_plain_tree(s, m) for s, m in zip(segments, trees, strict=True)):
+        flat = FlatForest(len(context.categories or [None]), context.categories)
+        for tree in trees:
+            if tree.get("functionName") != function:
+                raise unsupported(tree, f"a {tree.get('functionName')} tree in a {function}")
+            flat.add_tree(tree, context.compiler)
+        weights = np.array([float(s.get("weight", "1")) for s in segments])
+        return ForestPlan(flat.compile(), function, context.categories, method, weights)
+    return AggregatePlan(segments, context, function, method)
+
+
+def _segment_model(segment: ET.Element) -> ET.Element:
+    models = [e for e in segment if local(e.tag) not in (*PREDICATES, "Extension")]
+    if len(models) != 1:
+        raise unsupported(segment, "a Segment needs exactly one model")
+    return models[0]
+
+
+def _segment_predicate(segment: ET.Element, compiler: Compiler) -> Fn:
+    predicates = [e for e in segment if local(e.tag) in PREDICATES]
+    if len(predicates) != 1:
+        raise unsupported(segment, "a Segment needs exactly one predicate")
+    return compiler.predicate(predicates[0])
+
+
+def _is_plain_tree(segment: ET.Element, model: ET.Element) -> bool:
+    """A TreeModel with a True predicate and nothing of its own to apply before its walk."""
+    if local(model.tag) != "TreeModel":
+        return False
+    if not any(local(e.tag) == "True" for e in segment):
+        return False
+    if any(child(model, tag) is not None for tag in ("LocalTransformations", "Targets")):
+        return False
+    schema = child(model, "MiningSchema")
+    return schema is None or all(
+        f.get("missingValueReplacement") is None for f in children(schema, "MiningField")
+    )
+
+
+class AggregatePlan(Model):
+    """A segmentation of arbitrary models combined by sum, average or (weighted) votes."""
+
+    def __init__(
+        self, segments: list[ET.Element], context: Context, function: str, method: str
+    ) -> None:
+        self.function = function
+        self.categories = context.categories
+        self.method = method
+        self.parts = [
+            (
+                _segment_predicate(s, context.compiler),
+                float(s.get("weight", "1")),
+                compile_model(_segment_model(s), context),
+            )
+            for s in segments
+        ]
+
+    def evaluate(self, env: Env) -> Result:
+        total = None
+        weight_sum = np.zeros(env.n)
+        for predicate, weight, model in self.parts:
+            selected = predicate(env) == 1.0
+            result = model.evaluate(env)
+            if self.method in ("majorityVote", "weightedMajorityVote"):
+                assert result.probabilities is not None
+                value = np.zeros_like(result.probabilities)
+                value[np.arange(env.n), result.label_index()] = 1.0
+            elif result.probabilities is not None:
+                value = result.probabilities
+            else:
+                assert result.value is not None
+                value = result.value
+            w = weight if self.method.startswith("weighted") else 1.0
+            mask = (selected * w).reshape(-1, *([1] * (value.ndim - 1)))
+            total = value * mask if total is None else total + value * mask
+            weight_sum += selected * w
+        assert total is not None
+        if self.method in ("average", "weightedAverage"):
+            total = total / weight_sum.reshape(-1, *([1] * (total.ndim - 1)))
+        elif self.method in ("majorityVote", "weightedMajorityVote"):
+            total = total / total.sum(axis=1, keepdims=True)
+        if self.function == "regression":
+            return Result(value=total)
+        return Result(probabilities=total)
+
+
+class SelectFirstPlan(Model):
+    def __init__(self, segments: list[ET.Element], context: Context, function: str) -> None:
+        self.function = function
+        self.categories = context.categories
+        self.parts = [
+            (_segment_predicate(s, context.compiler), compile_model(_segment_model(s), context))
+            for s in segments
+        ]
+
+    def evaluate(self, env: Env) -> Result:
+        chosen = np.zeros(env.n, dtype=bool)
+        width = len(self.categories) if self.categories else 1
+        out = np.full((env.n, width), math.nan)
+        for predicate, model in self.parts:
+            take = (predicate(env) == 1.0) & ~chosen
+            if take.any():
+                result = model.evaluate(env)
+                value = (
+                    result.probabilities
+                    if result.probabilities is not None
+                    else result.value[:, None]
+                    if result.value is not None
+                    else None
+                )
+                assert value is not None
+                out[take] = value[take]
+                chosen |= take
+        if self.function == "regression":
+            return Result(value=out[:, 0])
+        return Result(probabilities=out)
+
+
+class ChainPlan(Model):
+    """modelChain: each segment's Output fields become inputs of the segments after it."""
+
+    def __init__(self, segments: list[ET.Element], context: Context, function: str) -> None:
+        self.function = function
+        self.categories = context.categories
+        compiler = Compiler(context.compiler.types)
+        self.steps: list[tuple[Model, list[tuple[str, OutputFn]]]] = []
+        for segment in segments:
+            predicate = [e for e in segment if local(e.tag) in PREDICATES]
+            if len(predicate) != 1 or local(predicate[0].tag) != "True":
+                raise unsupported(segment, "a modelChain segment whose predicate is not True")
+            element = _segment_model(segment)
+            inner = Context(compiler, context.target, context.categories, context.data_fields)
+            model = compile_model(element, inner)
+            outputs = compile_outputs(element, model, compiler)
+            self.steps.append((model, outputs))
+        if self.steps[-1][0].function != function:
+            raise unsupported(segments[-1], "the last segment's function differs from the chain's")
+
+    def evaluate(self, env: Env) -> Result:
+        env = env.copy()
+        result = Result()
+        for model, outputs in self.steps:
+            result = model.evaluate(env)
+            for name, fn in outputs:
+                env.columns[name] = fn(env, result)
+        return result
+
+
+OutputFn = Callable[[Env, Result], np.ndarray]
+
+
+def _predicted_value(env: Env, result: Result) -> np.ndarray:
+    assert result.value is not None
+    return result.value
+
+
+def _probability(j: int) -> OutputFn:
+    def fn(env: Env, result: Result) -> np.ndarray:
+        assert result.probabilities is not None
+        return result.probabilities[:, j]
+
+    return fn
+
+
+def _transformed(expression: Fn) -> OutputFn:
+    def fn(env: Env, result: Result) -> np.ndarray:
+        return expression(env)
+
+    return fn
+
+
+def compile_outputs(
+    element: ET.Element, model: Model, compiler: Compiler
+) -> list[tuple[str, OutputFn]]:
+    """A segment's OutputFields, as columns the following segments may read."""
+    output = child(element, "Output")
+    if output is None:
+        return []
+    compiled: list[tuple[str, OutputFn]] = []
+    for output_field in children(output, "OutputField"):
+        name = output_field.get("name", "")
+        feature = output_field.get("feature", "predictedValue")
+        if feature == "predictedValue":
+            if model.function == "regression":
+                compiled.append((name, _predicted_value))
+                compiler.types[name] = FieldType(NUM, "double")
+            else:
+                categories = model.categories or []
+
+                def label(env: Env, r: Result, categories: list[str] = categories) -> np.ndarray:
+                    out = np.empty(env.n, dtype=object)
+                    out[:] = [categories[j] for j in r.label_index()]
+                    return out
+
+                compiled.append((name, label))
+                compiler.types[name] = FieldType(STR, "string")
+        elif feature == "probability":
+            value = output_field.get("value")
+            if model.categories is None or value not in model.categories:
+                raise unsupported(output_field, f"probability of unknown category {value!r}")
+            j = model.categories.index(value)
+            compiled.append((name, _probability(j)))
+            compiler.types[name] = FieldType(NUM, "double")
+        elif feature == "transformedValue":
+            expression = [e for e in output_field if local(e.tag) not in ("Extension",)]
+            if len(expression) != 1:
+                raise unsupported(output_field, "transformedValue without one expression")
+            expr = compiler.expression(expression[0])
+            compiled.append((name, _transformed(expr.fn)))
+            compiler.types[name] = FieldType(expr.kind, "double" if expr.kind == NUM else "string")
+        else:
+            raise unsupported(output_field, f"feature {feature!r}")
+    return compiled
+
+
+# --- the top-level mining schema: validity, outliers, invalid and missing treatment ------------
+@dataclass
+class FieldTreatment:
+    name: str
+    kind: str
+    dtype: str
+    valid: Callable[[np.ndarray], np.ndarray] | None  # mask of valid (non-missing) values
+    invalid: str  # returnInvalid | asIs | asMissing | asValue
+    invalid_replacement: object
+    outliers: str  # asIs | asMissingValues | asExtremeValues
+    low: float
+    high: float
+    missing_values: set[object]  # DataField Values with property="missing"
+
+
+def compile_field_treatments(
+    model: ET.Element, data_fields: dict[str, ET.Element]
+) -> list[FieldTreatment]:
+    schema = child(model, "MiningSchema")
+    treatments: list[FieldTreatment] = []
+    if schema is None:
+        return treatments
+    for mining_field in children(schema, "MiningField"):
+        if mining_field.get("usageType", "active") != "active":
+            continue
+        name = mining_field.get("name", "")
+        data_field = data_fields[name]
+        dtype = data_field.get("dataType", "string")
+        kind = NUM if dtype in ("double", "float", "integer", "boolean") else STR
+        intervals = children(data_field, "Interval")
+        valid = None
+        if intervals and kind == NUM:
+            from ._expr import _interval_mask
+
+            masks = [_interval_mask(i) for i in intervals]
+
+            def valid_mask(
+                x: np.ndarray, masks: list[Callable[[np.ndarray], np.ndarray]] = masks
+            ) -> np.ndarray:
+                out = np.zeros(len(x), dtype=bool)
+                for m in masks:
+                    out |= m(x)
+                return out
+
+            valid = valid_mask
+        invalid = mining_field.get("invalidValueTreatment", "returnInvalid")
+        if invalid not in ("returnInvalid", "asIs", "asMissing", "asValue"):
+            raise unsupported(mining_field, f"invalidValueTreatment {invalid!r}")
+        outliers = mining_field.get("outliers", "asIs")
+        if outliers not in ("asIs", "asMissingValues", "asExtremeValues"):
+            raise unsupported(mining_field, f"outliers {outliers!r}")
+        replacement = mining_field.get("invalidValueReplacement")
+        treatments.append(
+            FieldTreatment(
+                name=name,
+                kind=kind,
+                dtype=dtype,
+                valid=valid,
+                invalid=invalid,
+                invalid_replacement=parse_scalar(replacement, dtype) if replacement else None,
+                outliers=outliers,
+                low=float(mining_field.get("lowValue", "-inf")),
+                high=float(mining_field.get("highValue", "inf")),
+                missing_values={
+                    parse_scalar(v.get("value", ""), dtype)
+                    for v in children(data_field, "Value")
+                    if v.get("property") == "missing"
+                },
+            )
+        )
+    return treatments
+
+
+def apply_field_treatments(env: Env, treatments: list[FieldTreatment], model: str) -> None:
+    """Outliers and invalid values of the input fields, before missing-value replacement."""
+    problems: list[Problem] = []
+    for t in treatments:
+        column = env.columns[t.name]
+        if t.missing_values:
+            marked = np.fromiter(
+                (v in t.missing_values for v in column.tolist()), dtype=bool, count=env.n
+            )
+            if marked.any():
+                column = column.copy()
+                column[marked] = math.nan if t.kind == NUM else None
+        if t.kind == NUM and t.valid is not None:
+            present = ~np.isnan(column)
+            bad = present & ~t.valid(column)
+            if bad.any():
+                column = column.copy()
+                if t.invalid == "returnInvalid":
+                    for row in np.flatnonzero(bad)[:MAX_DETAILS]:
+                        problems.append(
+                            Problem(
+                                int(row),
+                                t.name,
+                                f"{column[row]!r} is outside the valid range",
+                                float(column[row]),
+                            )
+                        )
+                elif t.invalid == "asMissing":
+                    column[bad] = math.nan
+                elif t.invalid == "asValue":
+                    column[bad] = t.invalid_replacement
+        if t.kind == NUM and t.outliers != "asIs":
+            low, high = column < t.low, column > t.high
+            if low.any() or high.any():
+                column = column.copy()
+                if t.outliers == "asMissingValues":
+                    column[low | high] = math.nan
+                else:
+                    column[low] = t.low
+                    column[high] = t.high
+        env.columns[t.name] = column
+    if problems:
+        from .._schema import invalid_input_error
+
+        raise invalid_input_error(problems, model)

@@ -1,0 +1,290 @@
+"""TreeModels flattened into arrays of binary tests, and one vectorised walk for a whole forest.
+
+PMML trees pick the first child whose predicate is true, so a node with children c1..ck becomes a
+chain of binary tests: "c1? -> c1 : (c2? -> c2 : ... : no-true-child)". Each test reads one
+feature row x and asks ``lo <= x <= hi`` (then optionally negates): with ``nextafter`` this form
+states <=, <, ==, !=, > and >= exactly. A test whose x is missing follows the tree's missing-value
+strategy (nullPrediction, lastPrediction, defaultChild or none). Predicates that aren't a simple
+comparison (sets, compounds, isMissing) are evaluated once per batch into 1/0/NaN feature rows.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._pmml_header import children, local
+from ._expr import NUM, Compiler, Env, Fn, missing_mask, parse_scalar, unsupported
+
+PREDICATES = ("True", "False", "SimplePredicate", "SimpleSetPredicate", "CompoundPredicate")
+_MISSING_STRATEGIES = ("nullPrediction", "lastPrediction", "defaultChild", "none")
+
+
+@dataclass
+class Feature:
+    """A feature row of the walk: a numeric column, a string column as codes, or a predicate."""
+
+    name: str = ""
+    codes: dict[Any, float] | None = None
+    predicate: Fn | None = None
+
+    def column(self, env: Env) -> np.ndarray:
+        if self.predicate is not None:
+            return self.predicate(env)
+        values = env.columns[self.name]
+        if self.codes is None:
+            return values
+        return encode(values, self.codes)
+
+
+def encode(values: np.ndarray, codes: dict[Any, float]) -> np.ndarray:
+    """Codes of a string column: unknown values -1, missing NaN."""
+    lookup = codes.get
+    out = np.fromiter(
+        (lookup(v, -1.0) for v in values.tolist()), dtype=np.float64, count=len(values)
+    )
+    out[missing_mask(values)] = math.nan
+    return out
+
+
+@dataclass
+class FlatForest:
+    """Every tree of a model (or of a whole segmentation) in one set of node arrays."""
+
+    width: int  # 1 for regression scores, k for class probabilities
+    categories: list[str] | None
+    features: list[Feature] = field(default_factory=list)
+    feature_keys: dict[Any, int] = field(default_factory=dict)
+    feature: list[int] = field(default_factory=list)  # -1 marks a leaf
+    lo: list[float] = field(default_factory=list)
+    hi: list[float] = field(default_factory=list)
+    negate: list[bool] = field(default_factory=list)
+    on_true: list[int] = field(default_factory=list)
+    on_false: list[int] = field(default_factory=list)
+    on_missing: list[int] = field(default_factory=list)
+    leaf_row: list[int] = field(default_factory=list)
+    leaf_values: list[list[float]] = field(default_factory=list)
+    roots: list[int] = field(default_factory=list)
+
+    # --- building ------------------------------------------------------------------------------
+    def _feature(self, key: Any, make: Feature) -> int:
+        if key not in self.feature_keys:
+            self.feature_keys[key] = len(self.features)
+            self.features.append(make)
+        return self.feature_keys[key]
+
+    def _node(
+        self,
+        feature: int,
+        lo: float,
+        hi: float,
+        negate: bool,
+        on_true: int,
+        on_false: int,
+        on_missing: int,
+    ) -> int:
+        self.feature.append(feature)
+        self.lo.append(lo)
+        self.hi.append(hi)
+        self.negate.append(negate)
+        self.on_true.append(on_true)
+        self.on_false.append(on_false)
+        self.on_missing.append(on_missing)
+        self.leaf_row.append(-1)
+        return len(self.feature) - 1
+
+    def leaf(self, values: list[float]) -> int:
+        index = self._node(-1, 0.0, 0.0, False, -1, -1, -1)
+        self.on_true[index] = self.on_false[index] = self.on_missing[index] = index
+        self.leaf_row[index] = len(self.leaf_values)
+        self.leaf_values.append(values)
+        return index
+
+    def null_leaf(self) -> int:
+        return self.leaf([math.nan] * self.width)
+
+    def add_tree(self, tree: ET.Element, compiler: Compiler) -> None:
+        strategy = tree.get("missingValueStrategy", "none")
+        if strategy not in _MISSING_STRATEGIES:
+            raise unsupported(tree, f"missingValueStrategy {strategy!r}")
+        no_true_child = tree.get("noTrueChildStrategy", "returnNullPrediction")
+        if no_true_child not in ("returnNullPrediction", "returnLastPrediction"):
+            raise unsupported(tree, f"noTrueChildStrategy {no_true_child!r}")
+        root = [c for c in tree if local(c.tag) == "Node"]
+        if len(root) != 1:
+            raise unsupported(tree, "it needs exactly one root Node")
+        builder = _TreeBuilder(self, compiler, strategy, no_true_child == "returnLastPrediction")
+        top = builder.build(root[0])
+        predicate = _predicate_of(root[0])
+        if local(predicate.tag) != "True":
+            # A root predicate that fails means no prediction.
+            top = builder.test(predicate, top, self.null_leaf(), self.null_leaf())
+        self.roots.append(top)
+
+    def compile(self) -> CompiledForest:
+        return CompiledForest(self)
+
+
+def _predicate_of(node: ET.Element) -> ET.Element:
+    for element in node:
+        if local(element.tag) in PREDICATES:
+            return element
+    raise unsupported(node, "a Node without a predicate")
+
+
+class _TreeBuilder:
+    def __init__(
+        self, forest: FlatForest, compiler: Compiler, strategy: str, last_on_no_true_child: bool
+    ) -> None:
+        self.forest = forest
+        self.compiler = compiler
+        self.strategy = strategy
+        self.last_on_no_true_child = last_on_no_true_child
+
+    def own_leaf(self, node: ET.Element) -> int:
+        forest = self.forest
+        if forest.categories is None:
+            score = node.get("score")
+            return forest.leaf([float(score) if score is not None else math.nan])
+        distribution = children(node, "ScoreDistribution")
+        probabilities = [0.0] * forest.width
+        if distribution:
+            counts = {d.get("value", ""): d for d in distribution}
+            total = sum(float(d.get("recordCount", "0")) for d in distribution)
+            for j, category in enumerate(forest.categories):
+                entry = counts.get(category)
+                if entry is None:
+                    continue
+                if entry.get("probability") is not None:
+                    probabilities[j] = float(entry.get("probability", "0"))
+                elif total > 0:
+                    probabilities[j] = float(entry.get("recordCount", "0")) / total
+        elif node.get("score") is not None:
+            score = node.get("score")
+            if score not in forest.categories:
+                raise unsupported(node, f"score {score!r} is not a target category")
+            probabilities[forest.categories.index(score)] = 1.0
+        else:
+            return forest.null_leaf()
+        return forest.leaf(probabilities)
+
+    def build(self, node: ET.Element) -> int:
+        kids = [c for c in node if local(c.tag) == "Node"]
+        if not kids:
+            return self.own_leaf(node)
+        own = self.own_leaf(node)  # for lastPrediction / returnLastPrediction
+        built = [(kid, self.build(kid)) for kid in kids]
+        default_id = node.get("defaultChild")
+        default = next((sub for kid, sub in built if kid.get("id") == default_id), None)
+        if self.strategy == "defaultChild" and default is None:
+            raise unsupported(node, f"defaultChild {default_id!r} names no child Node")
+        following = own if self.last_on_no_true_child else self.forest.null_leaf()
+        for kid, sub in reversed(built):
+            predicate = _predicate_of(kid)
+            tag = local(predicate.tag)
+            if tag == "True":
+                following = sub
+                continue
+            if tag == "False":
+                continue
+            if self.strategy == "nullPrediction":
+                on_missing = self.forest.null_leaf()
+            elif self.strategy == "lastPrediction":
+                on_missing = own
+            elif self.strategy == "defaultChild":
+                assert default is not None
+                on_missing = default
+            else:  # "none": an unknown predicate counts as false
+                on_missing = following
+            following = self.test(predicate, sub, following, on_missing)
+        return following
+
+    def test(self, predicate: ET.Element, on_true: int, on_false: int, on_missing: int) -> int:
+        forest = self.forest
+        tag = local(predicate.tag)
+        if tag == "SimplePredicate":
+            name = predicate.get("field", "")
+            ftype = self.compiler.field_type(name, "SimplePredicate")
+            op = predicate.get("operator", "")
+            bounds = None
+            if ftype.kind == NUM and op in _NUMERIC_BOUNDS:
+                value = parse_scalar(predicate.get("value"), ftype.dtype)
+                bounds = _NUMERIC_BOUNDS[op](value)
+                feature = forest._feature(("num", name), Feature(name))
+            elif op in ("equal", "notEqual"):
+                value = parse_scalar(predicate.get("value"), ftype.dtype)
+                feature = forest._feature(("codes", name), Feature(name, codes={}))
+                codes = forest.features[feature].codes
+                assert codes is not None
+                code = codes.setdefault(value, float(len(codes)))
+                bounds = (code, code, op == "notEqual")
+            if bounds is not None:
+                lo, hi, negate = bounds
+                return forest._node(feature, lo, hi, negate, on_true, on_false, on_missing)
+        # Anything else: a 1/0/NaN feature row computed once per batch.
+        fn = self.compiler.predicate(predicate)
+        key = ("predicate", ET.tostring(predicate))
+        feature = forest._feature(key, Feature(predicate=fn))
+        return forest._node(feature, 1.0, 1.0, False, on_true, on_false, on_missing)
+
+
+def _below(value: float) -> float:
+    return float(np.nextafter(value, -math.inf))
+
+
+_NUMERIC_BOUNDS = {
+    "lessOrEqual": lambda t: (-math.inf, t, False),
+    "lessThan": lambda t: (-math.inf, _below(t), False),
+    "greaterThan": lambda t: (-math.inf, t, True),
+    "greaterOrEqual": lambda t: (-math.inf, _below(t), True),
+    "equal": lambda t: (t, t, False),
+    "notEqual": lambda t: (t, t, True),
+}
+
+
+class CompiledForest:
+    """The node arrays as numpy, and the walk."""
+
+    def __init__(self, flat: FlatForest) -> None:
+        self.features = flat.features
+        self.feature = np.array(flat.feature, dtype=np.intp)
+        self.lo = np.array(flat.lo, dtype=np.float64)
+        self.hi = np.array(flat.hi, dtype=np.float64)
+        self.negate = np.array(flat.negate, dtype=bool)
+        self.on_true = np.array(flat.on_true, dtype=np.intp)
+        self.on_false = np.array(flat.on_false, dtype=np.intp)
+        self.on_missing = np.array(flat.on_missing, dtype=np.intp)
+        self.leaf_row = np.array(flat.leaf_row, dtype=np.intp)
+        self.values = np.array(flat.leaf_values, dtype=np.float64).reshape(-1, flat.width)
+        self.roots = np.array(flat.roots, dtype=np.intp)
+        self.is_test = self.feature >= 0
+        self.safe_feature = np.where(self.is_test, self.feature, 0)
+
+    def leaves(self, env: Env) -> np.ndarray:
+        """(trees, rows) leaf-row indices into ``values``."""
+        n = env.n
+        n_trees = len(self.roots)
+        if not self.features:
+            x_rows = np.zeros((1, n))
+        else:
+            x_rows = np.vstack([f.column(env) for f in self.features])
+        node = np.repeat(self.roots, n)
+        row = np.tile(np.arange(n, dtype=np.intp), n_trees)
+        active = np.flatnonzero(self.is_test[node])
+        while active.size:
+            at = node[active]
+            x = x_rows[self.safe_feature[at], row[active]]
+            with np.errstate(invalid="ignore"):
+                hit = (x >= self.lo[at]) & (x <= self.hi[at])
+            hit ^= self.negate[at]
+            following = np.where(hit, self.on_true[at], self.on_false[at])
+            missing = np.isnan(x)
+            if missing.any():
+                following[missing] = self.on_missing[at][missing]
+            node[active] = following
+            active = active[self.is_test[following]]
+        return self.leaf_row[node].reshape(n_trees, n)
