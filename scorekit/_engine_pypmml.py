@@ -46,7 +46,11 @@ class PypmmlScorer:
         self._fields = manifest.schema.fields
         outputs = set(model.outputNames)
         if manifest.task == "classification":
-            self._probability_columns = [probability_column(c) for c in manifest.classes or []]
+            # probability(c) from an Output element, else pypmml's own default probability_c.
+            self._probability_columns = [
+                probability_column(c) if probability_column(c) in outputs else f"probability_{c}"
+                for c in manifest.classes or []
+            ]
             absent = [c for c in self._probability_columns if c not in outputs]
             if absent:
                 raise UnsupportedModelError(

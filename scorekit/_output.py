@@ -42,9 +42,11 @@ class Scores:
 
 
 def labels_from_probabilities(probabilities: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
-    """The most probable class per row; ties go to the first class, as scikit-learn's argmax."""
+    """The most probable class per row; ties go to the first class, as scikit-learn's argmax.
+    A row without probabilities (a missing prediction) gets None, never a made-up label."""
     labels = np.empty(len(probabilities), dtype=object)
     if len(probabilities):
-        picked = np.argmax(probabilities, axis=1)
-        labels[:] = [classes[j] for j in picked]
+        unknown = np.isnan(probabilities).any(axis=1)
+        picked = np.argmax(np.where(unknown[:, None], 0.0, probabilities), axis=1)
+        labels[:] = [None if u else classes[j] for j, u in zip(picked, unknown, strict=True)]
     return labels

@@ -12,7 +12,7 @@ import numpy as np
 from .._bundle import PMML_FILE, Bundle
 from .._errors import UnsupportedModelError
 from .._manifest import Manifest
-from .._output import Scores
+from .._output import Scores, labels_from_probabilities
 from .._pmml_header import child, children, local, model_element, parse_pmml, parse_value
 from ._expr import NUM, Compiler, Env, FieldType, kind_of, to_float32_precision
 from ._models import (
@@ -117,12 +117,9 @@ class NativeScorer:
             return Scores(np.asarray(result.value, dtype=np.float64))
         assert result.probabilities is not None
         probabilities = result.probabilities[:, self._order]
-        classes = self.manifest.classes or []
-        labels = np.empty(env.n, dtype=object)
-        unknown = np.isnan(probabilities).any(axis=1)
-        picked = np.argmax(np.where(unknown[:, None], 0.0, probabilities), axis=1)
-        labels[:] = [None if u else classes[j] for j, u in zip(picked, unknown, strict=True)]
-        return Scores(labels, probabilities)
+        return Scores(
+            labels_from_probabilities(probabilities, self.manifest.classes or []), probabilities
+        )
 
     def close(self) -> None:
         pass
@@ -139,7 +136,8 @@ class NativeScorer:
             return
         spec = {
             f.get("field", ""): (
-                f.get("column") or f.get("field") or "",
+                # Columns may carry the InlineTable's namespace prefix, as in "data:Age".
+                (f.get("column") or f.get("field") or "").rsplit(":", 1)[-1],
                 float(f.get("precision", DEFAULT_PRECISION)),
                 float(f.get("zeroThreshold", DEFAULT_ZERO_THRESHOLD)),
             )
@@ -149,6 +147,14 @@ class NativeScorer:
         if not rows:
             return
         schema = self.manifest.schema
+        present = {name for row in rows for name in row}
+        unreadable = sorted(f for f, (column, _, _) in spec.items() if column not in present)
+        if unreadable:
+            raise UnsupportedModelError(
+                f"the verification rows of {self.where} have no column for {unreadable}; "
+                "the native engine can't check itself against them, so it refuses the model. "
+                "Use engine='pypmml'."
+            )
         raw: dict[str, list[Any]] = {
             f.name: [row.get(spec.get(f.name, (f.name,))[0]) for row in rows] for f in schema.fields
         }

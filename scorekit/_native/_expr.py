@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,10 +185,9 @@ _ARRAY_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
 
 def parse_array(element: ET.Element) -> list[str]:
     """The values of a PMML Array: whitespace-separated, with "quoted strings"."""
-    text = element.text or ""
     return [
-        quoted.replace('\\"', '"') if quoted is not None or bare is None else bare
-        for quoted, bare in _ARRAY_TOKEN.findall(text)
+        match.group(1).replace('\\"', '"') if match.group(1) is not None else match.group(2)
+        for match in _ARRAY_TOKEN.finditer(element.text or "")
     ]
 
 
@@ -462,8 +462,18 @@ def _nary(op: Callable[..., np.ndarray]) -> Builder:
 
 
 def _reduce(op: Callable[[np.ndarray], np.ndarray]) -> Builder:
+    """min, max, sum, avg, product: missing arguments are skipped; all missing gives missing."""
+
     def build(args: list[Expr]) -> Fn:
-        return lambda env: op(np.vstack([a.fn(env) for a in args]))
+        def fn(env: Env) -> np.ndarray:
+            stacked = np.vstack([a.fn(env) for a in args])
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+                out = np.asarray(op(stacked), dtype=np.float64)
+            out[np.isnan(stacked).all(axis=0)] = math.nan
+            return out
+
+        return fn
 
     return build
 
@@ -490,9 +500,21 @@ def _arith(op: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Builder:
 
 
 def _comparison(op: str) -> Builder:
+    """Comparison functions with a missing argument give false (notEqual: true), and two missing
+    values are equal, as the reference evaluator does. A SimplePredicate is unknown instead."""
+    when_missing = 1.0 if op == "notEqual" else 0.0
+    when_both_missing = {"equal": 1.0, "notEqual": 0.0}.get(op, 0.0)
+
     def build(args: list[Expr]) -> Fn:
         left, right = args
-        return lambda env: compare(op, left.fn(env), right.fn(env))
+
+        def fn(env: Env) -> np.ndarray:
+            a, b = left.fn(env), right.fn(env)
+            out = np.nan_to_num(compare(op, a, b), nan=when_missing)
+            out[missing_mask(a) & missing_mask(b)] = when_both_missing
+            return out
+
+        return fn
 
     return build
 
@@ -526,10 +548,8 @@ def _is_in(negate: bool) -> Builder:
             out = np.zeros(env.n)
             for member in members:
                 out = np.maximum(out, np.nan_to_num(compare("equal", column, member.fn(env))))
-            out = (out == 1.0) != negate
-            result = out.astype(np.float64)
-            result[missing_mask(column)] = math.nan
-            return result
+            # A missing value is in no set (IEEE-style, as the reference evaluator).
+            return ((out == 1.0) != negate).astype(np.float64)
 
         return fn
 
@@ -547,11 +567,8 @@ def _if(args: list[Expr]) -> Fn:
             b = otherwise.fn(env)
         else:
             b = full(env, math.nan if then.kind == NUM else None, then.kind)
-        out = np.where(test == 1.0, a, b)
-        unknown = np.isnan(test)
-        if unknown.any():
-            out[unknown] = math.nan if then.kind == NUM else None
-        return out
+        # A missing condition takes the else branch, as the reference evaluator does.
+        return np.where(test == 1.0, a, b)
 
     return fn
 
@@ -562,7 +579,7 @@ def _round_half_up(x: np.ndarray) -> np.ndarray:
 
 def _threshold(args: list[Expr]) -> Fn:
     value, limit = args
-    return lambda env: compare("greaterThan", value.fn(env), limit.fn(env))
+    return lambda env: np.nan_to_num(compare("greaterThan", value.fn(env), limit.fn(env)))
 
 
 def _string_map(op: Callable[[str], str]) -> Builder:
@@ -614,11 +631,11 @@ _FUNCTIONS: dict[str, tuple[str, Builder]] = {
     "modulo": (NUM, _arith(np.mod)),
     "atan2": (NUM, _arith(np.arctan2)),
     "hypot": (NUM, _arith(np.hypot)),
-    "min": (NUM, _reduce(lambda s: np.min(s, axis=0))),
-    "max": (NUM, _reduce(lambda s: np.max(s, axis=0))),
-    "sum": (NUM, _reduce(lambda s: np.sum(s, axis=0))),
-    "avg": (NUM, _reduce(lambda s: np.mean(s, axis=0))),
-    "product": (NUM, _reduce(lambda s: np.prod(s, axis=0))),
+    "min": (NUM, _reduce(lambda s: np.nanmin(s, axis=0))),
+    "max": (NUM, _reduce(lambda s: np.nanmax(s, axis=0))),
+    "sum": (NUM, _reduce(lambda s: np.nansum(s, axis=0))),
+    "avg": (NUM, _reduce(lambda s: np.nanmean(s, axis=0))),
+    "product": (NUM, _reduce(lambda s: np.nanprod(s, axis=0))),
     "log10": (NUM, _unary(np.log10)),
     "ln": (NUM, _unary(np.log)),
     "ln1p": (NUM, _unary(np.log1p)),

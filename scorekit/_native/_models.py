@@ -393,13 +393,15 @@ class ForestPlan(Model):
         values = self.forest.values[leaves]  # (trees, rows, width)
         if self.method == "majorityVote" or self.method == "weightedMajorityVote":
             votes = np.zeros((env.n, values.shape[2]))
+            weighted = self.method == "weightedMajorityVote"
+            weights = self.weights if weighted else np.ones_like(self.weights)
             winners = np.argmax(np.nan_to_num(values, nan=-1.0), axis=2)  # (trees, rows)
             unknown = np.isnan(values).any(axis=2)
             for t in range(values.shape[0]):
                 np.add.at(
                     votes,
                     (np.arange(env.n), winners[t]),
-                    np.where(unknown[t], math.nan, self.weights[t]),
+                    np.where(unknown[t], math.nan, weights[t]),
                 )
             return Result(probabilities=votes / votes.sum(axis=1, keepdims=True))
         if self.method == "single":
@@ -741,6 +743,7 @@ def apply_field_treatments(env: Env, treatments: list[FieldTreatment], model: st
             if marked.any():
                 column = column.copy()
                 column[marked] = math.nan if t.kind == NUM else None
+        bad = np.zeros(env.n, dtype=bool)
         if t.kind == NUM and t.valid is not None:
             present = ~np.isnan(column)
             bad = present & ~t.valid(column)
@@ -752,7 +755,7 @@ def apply_field_treatments(env: Env, treatments: list[FieldTreatment], model: st
                             Problem(
                                 int(row),
                                 t.name,
-                                f"{column[row]!r} is outside the valid range",
+                                f"{float(column[row])!r} is outside the valid range",
                                 float(column[row]),
                             )
                         )
@@ -761,7 +764,9 @@ def apply_field_treatments(env: Env, treatments: list[FieldTreatment], model: st
                 elif t.invalid == "asValue":
                     column[bad] = t.invalid_replacement
         if t.kind == NUM and t.outliers != "asIs":
-            low, high = column < t.low, column > t.high
+            # Outlier treatment applies to valid values only; invalid ones were handled above.
+            with np.errstate(invalid="ignore"):
+                low, high = (column < t.low) & ~bad, (column > t.high) & ~bad
             if low.any() or high.any():
                 column = column.copy()
                 if t.outliers == "asMissingValues":
