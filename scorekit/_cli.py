@@ -110,6 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("name")
     _add_store(rollback)
 
+    bench = commands.add_parser("bench", help="benchmarks that write docs/benchmarks.md")
+    bench_kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
+    engines = bench_kinds.add_parser("engines", help="sklearn vs pypmml vs native, side by side")
+    engines.add_argument("--data", default="data/audit.csv", help="training and scoring rows")
+    engines.add_argument("--output", default="docs/benchmarks.md")
+    engines.add_argument("--rows", type=int, default=100_000, help="batch size")
+    engines.add_argument("--calls", type=int, default=10_000, help="one-record calls (native)")
+    engines.add_argument(
+        "--slow-calls",
+        type=int,
+        default=1_000,
+        help="one-record calls for sklearn and pypmml (each is ~1-30 ms)",
+    )
+    engines.add_argument("--repeats", type=int, default=3, help="batch repeats (median)")
+    engines.add_argument("--cold-runs", type=int, default=5, help="fresh processes (median)")
+
     db = commands.add_parser("db", help="database commands")
     db_actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     db_actions.add_parser("url", help="print the DSN in use ($SCOREKIT_DSN or setup's)")
@@ -245,12 +261,43 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ._bench import run_engines
+
+    for option in ("rows", "calls", "slow_calls", "repeats", "cold_runs"):
+        if getattr(args, option) < 1:
+            raise UsageError(f"--{option.replace('_', '-')} must be at least 1")
+    if not Path(args.data).is_file():
+        raise UsageError(f"--data {args.data} does not exist; run from the project root")
+    print(
+        run_engines(
+            Path(args.data),
+            Path(args.output),
+            args.rows,
+            args.calls,
+            args.slow_calls,
+            args.repeats,
+            args.cold_runs,
+        )
+    )
+    print(f"wrote the engines section of {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     print(database_url())
     return 0
 
 
-COMMANDS = {"train": cmd_train, "score": cmd_score, "models": cmd_models, "db": cmd_db}
+COMMANDS = {
+    "train": cmd_train,
+    "score": cmd_score,
+    "models": cmd_models,
+    "bench": cmd_bench,
+    "db": cmd_db,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,3 +51,28 @@ def test_reading_a_store_and_validating_input_is_light(trained, session_store) -
 
 def test_cli_db_url_is_light() -> None:
     assert imported_heavy("import scorekit._cli as c\nc.main(['db', 'url'])") == []
+
+
+def test_native_scoring_path_needs_numpy_only(trained, session_store) -> None:
+    """import scorekit, load a PMML from the store and score it natively: no heavy module."""
+    for dataset, algorithm in [("audit", "logreg"), ("audit_na", "gbm")]:
+        manifest = trained(dataset, algorithm)
+        code = (
+            "import scorekit\n"
+            f"model = scorekit.load_model({manifest.ref!r}, engine='native', "
+            f"store={str(session_store.url)!r})\n"
+            "record = {f.name: None for f in model.manifest.schema.fields}\n"
+            "model.predict_one(record)\n"
+            "model.predict_records([record] * 3)\n"
+        )
+        assert imported_heavy(code) == []
+
+
+def test_auto_engine_picks_native_without_heavy_imports(trained, session_store) -> None:
+    manifest = trained("audit")
+    code = (
+        "import scorekit\n"
+        f"model = scorekit.load_model({manifest.ref!r}, store={str(session_store.url)!r})\n"
+        "assert model.engine == 'native', model.engine\n"
+    )
+    assert imported_heavy(code) == []

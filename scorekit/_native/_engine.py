@@ -51,8 +51,9 @@ class NativeScorer:
         )
         model = model_element(root, where)
         self.treatments = compile_field_treatments(model, data_fields)
+        self.active_treatments = [t for t in self.treatments if t.has_work]
         self.replacements = mining_replacements(model, compiler)
-        self.plan = compile_model(model, Context(compiler, None, None, data_fields))
+        self.plan = compile_model(model, Context(compiler, None, None, data_fields), top_level=True)
         self.classification = self.plan.function == "classification"
         if self.classification != (manifest.task == "classification"):
             raise UnsupportedModelError(
@@ -99,13 +100,18 @@ class NativeScorer:
                 text[:] = [None if math.isnan(v) else _as_text(v) for v in column.tolist()]
                 column = text
             env.columns[t.name] = column
-        apply_field_treatments(env, self.treatments, self.manifest.ref)
+        if self.active_treatments:
+            apply_field_treatments(env, self.active_treatments, self.manifest.ref)
         replace_missing(env, self.replacements)
         for name, fn in self.global_fields:
             env.columns[name] = fn(env)
         return env
 
     def score(self, batch: Mapping[str, np.ndarray]) -> Scores:
+        with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings
+            return self._score(batch)
+
+    def _score(self, batch: Mapping[str, np.ndarray]) -> Scores:
         env = self._env(batch)
         if env.n == 0:
             if self.classification:

@@ -24,7 +24,7 @@ from ._expr import (
     parse_scalar,
     unsupported,
 )
-from ._tree import PREDICATES, CompiledForest, FlatForest, encode
+from ._tree import PREDICATES, CompiledForest, FlatForest
 
 
 @dataclass
@@ -79,8 +79,10 @@ def categories_of(target: str | None, data_fields: dict[str, ET.Element]) -> lis
     return values or None
 
 
-def compile_model(element: ET.Element, context: Context) -> Model:
-    """Any supported model element, with its mining schema, transformations and targets."""
+def compile_model(element: ET.Element, context: Context, *, top_level: bool = False) -> Model:
+    """Any supported model element, with its mining schema, transformations and targets. The
+    top-level model's missing-value replacements are applied by the scorer, before the
+    TransformationDictionary, so they are not repeated here."""
     function = element.get("functionName", "")
     if function not in ("classification", "regression"):
         raise unsupported(element, f"functionName {function!r}")
@@ -103,7 +105,7 @@ def compile_model(element: ET.Element, context: Context) -> Model:
         core = compile_mining_model(element, inner, function)
     else:
         raise unsupported(element)
-    replacements = mining_replacements(element, compiler)
+    replacements = {} if top_level else mining_replacements(element, compiler)
     targets = compile_targets(element, function)
     if not (replacements or local_fields or targets):
         return core
@@ -307,24 +309,29 @@ class RegressionPlan(Model):
             elif tag != "Extension":
                 raise unsupported(predictor)
         # A categorical predictor is a lookup of the coefficient by category code.
+        # One gather per field: index k for the k-th listed category, then "any other value"
+        # (weight 0) and "missing" (weight NaN, so the result is missing).
         lookups = []
         for name, coefficients in categorical.items():
-            codes = {value: float(i) for i, value in enumerate(coefficients)}
-            weights = np.array([*coefficients.values(), 0.0])  # the last one: other categories
-            lookups.append((name, codes, weights))
+            other, missing = len(coefficients), len(coefficients) + 1
+            index: dict[object, int] = {value: i for i, value in enumerate(coefficients)}
+            index[None] = missing
+            weights = np.array([*coefficients.values(), 0.0, math.nan])
+            lookups.append((name, index, other, weights))
 
         def fn(env: Env) -> np.ndarray:
             y = np.full(env.n, intercept)
             for name, exponent, coefficient in numeric:
                 x = env.columns[name]
                 y += coefficient * (x if exponent == 1.0 else x**exponent)
-            for name, codes, weights in lookups:
-                code = encode(env.columns[name], codes)
-                missing = np.isnan(code)
-                index = np.where(code < 0, len(weights) - 1, np.nan_to_num(code)).astype(np.intp)
-                contribution = weights[index]
-                contribution[missing] = math.nan
-                y += contribution
+            for name, index, other, weights in lookups:
+                values = env.columns[name].tolist()
+                if env.columns[name].dtype != object:  # numeric categories: NaN is missing
+                    values = [None if v != v else v for v in values]
+                positions = np.fromiter(
+                    (index.get(v, other) for v in values), dtype=np.intp, count=env.n
+                )
+                y += weights[positions]
             for names, coefficient in terms:
                 product = np.full(env.n, coefficient)
                 for name in names:
@@ -671,6 +678,10 @@ class FieldTreatment:
     low: float
     high: float
     missing_values: set[object]  # DataField Values with property="missing"
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.missing_values) or self.valid is not None or self.outliers != "asIs"
 
 
 def compile_field_treatments(

@@ -1,11 +1,12 @@
 """TreeModels flattened into arrays of binary tests, and one vectorised walk for a whole forest.
 
 PMML trees pick the first child whose predicate is true, so a node with children c1..ck becomes a
-chain of binary tests: "c1? -> c1 : (c2? -> c2 : ... : no-true-child)". Each test reads one
-feature row x and asks ``lo <= x <= hi`` (then optionally negates): with ``nextafter`` this form
-states <=, <, ==, !=, > and >= exactly. A test whose x is missing follows the tree's missing-value
-strategy (nullPrediction, lastPrediction, defaultChild or none). Predicates that aren't a simple
-comparison (sets, compounds, isMissing) are evaluated once per batch into 1/0/NaN feature rows.
+chain of binary tests: "c1? -> c1 : (c2? -> c2 : ... : no-true-child)". Every test reads one feature
+row x and asks ``x <= threshold``, its children swapped where the predicate is the negation: with
+``nextafter`` that states <=, <, > and >= exactly. Equality tests (a category, a code) and
+predicates that aren't a simple comparison (sets, compounds, isMissing) become 1/0/NaN indicator
+rows computed once per batch, tested with ``x <= 0.5``. A test whose x is missing follows the
+tree's missing-value strategy (nullPrediction, lastPrediction, defaultChild or none).
 """
 
 from __future__ import annotations
@@ -24,31 +25,31 @@ PREDICATES = ("True", "False", "SimplePredicate", "SimpleSetPredicate", "Compoun
 _MISSING_STRATEGIES = ("nullPrediction", "lastPrediction", "defaultChild", "none")
 
 
+_NO_VALUE = object()
+
+
 @dataclass
 class Feature:
-    """A feature row of the walk: a numeric column, a string column as codes, or a predicate."""
+    """A feature row of the walk: a numeric column, an "equals value" indicator, or a predicate."""
 
     name: str = ""
-    codes: dict[Any, float] | None = None
+    equals: Any = _NO_VALUE
     predicate: Fn | None = None
 
     def column(self, env: Env) -> np.ndarray:
         if self.predicate is not None:
             return self.predicate(env)
         values = env.columns[self.name]
-        if self.codes is None:
+        if self.equals is _NO_VALUE:
             return values
-        return encode(values, self.codes)
-
-
-def encode(values: np.ndarray, codes: dict[Any, float]) -> np.ndarray:
-    """Codes of a string column: unknown values -1, missing NaN."""
-    lookup = codes.get
-    out = np.fromiter(
-        (lookup(v, -1.0) for v in values.tolist()), dtype=np.float64, count=len(values)
-    )
-    out[missing_mask(values)] = math.nan
-    return out
+        if values.dtype == object:
+            out = np.equal(values, self.equals).astype(np.float64)
+            out[missing_mask(values)] = math.nan
+            return out
+        with np.errstate(invalid="ignore"):
+            out = (values == self.equals).astype(np.float64)
+        out[np.isnan(values)] = math.nan
+        return out
 
 
 @dataclass
@@ -60,8 +61,7 @@ class FlatForest:
     features: list[Feature] = field(default_factory=list)
     feature_keys: dict[Any, int] = field(default_factory=dict)
     feature: list[int] = field(default_factory=list)  # -1 marks a leaf
-    lo: list[float] = field(default_factory=list)
-    hi: list[float] = field(default_factory=list)
+    threshold: list[float] = field(default_factory=list)
     negate: list[bool] = field(default_factory=list)
     on_true: list[int] = field(default_factory=list)
     on_false: list[int] = field(default_factory=list)
@@ -80,16 +80,14 @@ class FlatForest:
     def _node(
         self,
         feature: int,
-        lo: float,
-        hi: float,
+        threshold: float,
         negate: bool,
         on_true: int,
         on_false: int,
         on_missing: int,
     ) -> int:
         self.feature.append(feature)
-        self.lo.append(lo)
-        self.hi.append(hi)
+        self.threshold.append(threshold)
         self.negate.append(negate)
         self.on_true.append(on_true)
         self.on_false.append(on_false)
@@ -98,7 +96,7 @@ class FlatForest:
         return len(self.feature) - 1
 
     def leaf(self, values: list[float]) -> int:
-        index = self._node(-1, 0.0, 0.0, False, -1, -1, -1)
+        index = self._node(-1, 0.0, False, -1, -1, -1)
         self.on_true[index] = self.on_false[index] = self.on_missing[index] = index
         self.leaf_row[index] = len(self.leaf_values)
         self.leaf_values.append(values)
@@ -205,58 +203,64 @@ class _TreeBuilder:
 
     def test(self, predicate: ET.Element, on_true: int, on_false: int, on_missing: int) -> int:
         forest = self.forest
-        tag = local(predicate.tag)
-        if tag == "SimplePredicate":
+        if local(predicate.tag) == "SimplePredicate":
             name = predicate.get("field", "")
             ftype = self.compiler.field_type(name, "SimplePredicate")
             op = predicate.get("operator", "")
-            bounds = None
-            if ftype.kind == NUM and op in _NUMERIC_BOUNDS:
+            if ftype.kind == NUM and op in _NUMERIC_TESTS:
                 value = parse_scalar(predicate.get("value"), ftype.dtype)
-                bounds = _NUMERIC_BOUNDS[op](value)
+                threshold, negate = _NUMERIC_TESTS[op](value)
                 feature = forest._feature(("num", name), Feature(name))
-            elif op in ("equal", "notEqual"):
+                return forest._node(feature, threshold, negate, on_true, on_false, on_missing)
+            if op in ("equal", "notEqual"):
                 value = parse_scalar(predicate.get("value"), ftype.dtype)
-                feature = forest._feature(("codes", name), Feature(name, codes={}))
-                codes = forest.features[feature].codes
-                assert codes is not None
-                code = codes.setdefault(value, float(len(codes)))
-                bounds = (code, code, op == "notEqual")
-            if bounds is not None:
-                lo, hi, negate = bounds
-                return forest._node(feature, lo, hi, negate, on_true, on_false, on_missing)
-        # Anything else: a 1/0/NaN feature row computed once per batch.
+                feature = forest._feature(("equals", name, value), Feature(name, equals=value))
+                # "indicator <= 0.5" means not equal: an equal test takes the other branch.
+                negate = op == "equal"
+                return forest._node(feature, 0.5, negate, on_true, on_false, on_missing)
+        # Anything else: a 1/0/NaN indicator row computed once per batch.
         fn = self.compiler.predicate(predicate)
         key = ("predicate", ET.tostring(predicate))
         feature = forest._feature(key, Feature(predicate=fn))
-        return forest._node(feature, 1.0, 1.0, False, on_true, on_false, on_missing)
+        return forest._node(feature, 0.5, True, on_true, on_false, on_missing)
 
 
 def _below(value: float) -> float:
     return float(np.nextafter(value, -math.inf))
 
 
-_NUMERIC_BOUNDS = {
-    "lessOrEqual": lambda t: (-math.inf, t, False),
-    "lessThan": lambda t: (-math.inf, _below(t), False),
-    "greaterThan": lambda t: (-math.inf, t, True),
-    "greaterOrEqual": lambda t: (-math.inf, _below(t), True),
-    "equal": lambda t: (t, t, False),
-    "notEqual": lambda t: (t, t, True),
+# operator -> (threshold, negate) of the test "x <= threshold"
+_NUMERIC_TESTS = {
+    "lessOrEqual": lambda t: (t, False),
+    "lessThan": lambda t: (_below(t), False),
+    "greaterThan": lambda t: (t, True),
+    "greaterOrEqual": lambda t: (_below(t), True),
 }
 
 
 class CompiledForest:
-    """The node arrays as numpy, and the walk."""
+    """The node arrays as numpy, and the walk.
+
+    A negated test has its children swapped at compile time, so each level of the walk is one
+    gather of x, one comparison and one gather of the next node. Rows are walked in chunks so
+    the per-level arrays stay small enough for the CPU caches.
+    """
+
+    CHUNK_ROWS = 2048
 
     def __init__(self, flat: FlatForest) -> None:
         self.features = flat.features
+        negate = np.array(flat.negate, dtype=bool)
+        on_true = np.array(flat.on_true, dtype=np.intp)
+        on_false = np.array(flat.on_false, dtype=np.intp)
         self.feature = np.array(flat.feature, dtype=np.intp)
-        self.lo = np.array(flat.lo, dtype=np.float64)
-        self.hi = np.array(flat.hi, dtype=np.float64)
-        self.negate = np.array(flat.negate, dtype=bool)
-        self.on_true = np.array(flat.on_true, dtype=np.intp)
-        self.on_false = np.array(flat.on_false, dtype=np.intp)
+        self.threshold = np.array(flat.threshold, dtype=np.float64)
+        # children[node, hit]: where a test sends a row, negation folded in.
+        self.children = np.where(
+            negate[:, None],
+            np.stack([on_true, on_false], axis=1),
+            np.stack([on_false, on_true], axis=1),
+        )
         self.on_missing = np.array(flat.on_missing, dtype=np.intp)
         self.leaf_row = np.array(flat.leaf_row, dtype=np.intp)
         self.values = np.array(flat.leaf_values, dtype=np.float64).reshape(-1, flat.width)
@@ -267,24 +271,41 @@ class CompiledForest:
     def leaves(self, env: Env) -> np.ndarray:
         """(trees, rows) leaf-row indices into ``values``."""
         n = env.n
-        n_trees = len(self.roots)
         if not self.features:
             x_rows = np.zeros((1, n))
         else:
             x_rows = np.vstack([f.column(env) for f in self.features])
+        if n <= self.CHUNK_ROWS:
+            return self._walk(x_rows)
+        return np.hstack(
+            [
+                self._walk(x_rows[:, start : start + self.CHUNK_ROWS])
+                for start in range(0, n, self.CHUNK_ROWS)
+            ]
+        )
+
+    def _walk(self, x_rows: np.ndarray) -> np.ndarray:
+        n = x_rows.shape[1]
+        n_trees = len(self.roots)
+        x_flat = np.ascontiguousarray(x_rows).ravel()
+        any_missing = bool(np.isnan(x_flat).any())
+        offset = self.safe_feature * n  # where each node's feature row starts in x_flat
         node = np.repeat(self.roots, n)
         row = np.tile(np.arange(n, dtype=np.intp), n_trees)
         active = np.flatnonzero(self.is_test[node])
+        row = row[active]
         while active.size:
             at = node[active]
-            x = x_rows[self.safe_feature[at], row[active]]
+            x = x_flat[offset[at] + row]
             with np.errstate(invalid="ignore"):
-                hit = (x >= self.lo[at]) & (x <= self.hi[at])
-            hit ^= self.negate[at]
-            following = np.where(hit, self.on_true[at], self.on_false[at])
-            missing = np.isnan(x)
-            if missing.any():
-                following[missing] = self.on_missing[at][missing]
+                hit = x <= self.threshold[at]
+            following = self.children[at, hit.view(np.int8)]
+            if any_missing:
+                missing = np.isnan(x)
+                if missing.any():
+                    following[missing] = self.on_missing[at[missing]]
             node[active] = following
-            active = active[self.is_test[following]]
+            still = self.is_test[following]
+            active = active[still]
+            row = row[still]
         return self.leaf_row[node].reshape(n_trees, n)
