@@ -128,15 +128,16 @@ class Field:
                 f"is not one of {INVALID_TREATMENTS}"
             )
         if self.categories is not None:
-            # Raw spellings that map straight to a category: one dict lookup per value.
-            for category in self.categories:
-                self._lookup[category] = category
-                self._lookup[str(category)] = category
+            # Raw spellings that map straight to (category, its index): one lookup per value.
+            for index, category in enumerate(self.categories):
+                entry = (category, index)
+                self._lookup[category] = entry
+                self._lookup[str(category)] = entry
                 if self.dtype == "boolean":
                     for token in TRUE_TOKENS if category else FALSE_TOKENS:
-                        self._lookup[token] = category
-                        self._lookup[token.upper()] = category
-                        self._lookup[token.capitalize()] = category
+                        self._lookup[token] = entry
+                        self._lookup[token.upper()] = entry
+                        self._lookup[token.capitalize()] = entry
 
     @property
     def is_continuous(self) -> bool:
@@ -182,7 +183,8 @@ class Field:
         """Typed column for ``values``, and the problems found (rows numbered from row_offset)."""
         if self.is_continuous:
             return self._prepare_continuous(values, row_offset)
-        return self._prepare_categorical(values, row_offset)
+        column, problems, _codes = self._prepare_categorical(values, row_offset)
+        return column, problems
 
     def _prepare_continuous(
         self, values: Sequence[Any] | np.ndarray, row_offset: int
@@ -215,32 +217,40 @@ class Field:
 
     def _prepare_categorical(
         self, values: Sequence[Any] | np.ndarray, row_offset: int
-    ) -> tuple[np.ndarray, list[Problem]]:
+    ) -> tuple[np.ndarray, list[Problem], np.ndarray | None]:
+        """Canonical values, problems, and each value's index in ``categories`` (-1: missing;
+        None when the field lists no categories)."""
         n = len(values)
         column = np.empty(n, dtype=object)
+        codes = np.full(n, -1, dtype=np.intp)
         problems: list[Problem] = []
         lookup = self._lookup
         allowed = self.categories
         for i, raw in enumerate(values):
             try:
-                value = lookup.get(raw, _INVALID)
+                entry = lookup.get(raw, _INVALID)
             except TypeError:  # unhashable, e.g. a JSON list where a value was expected
-                value = _INVALID
-            if value is _INVALID:
-                value = _to_canonical(self.dtype, raw) if _hashable(raw) else _INVALID
-                if value is not None and value is not _INVALID and allowed is not None:
-                    problem = f"unseen category {raw!r}; expected {self.expected()}"
-                    value = lookup.get(value, _INVALID)
-                else:
-                    problem = f"expected {self.expected()}, got {raw!r}"
-                if value is _INVALID:
-                    value = None
-                    if self.invalid_treatment != "as_missing" and len(problems) < MAX_DETAILS:
-                        problems.append(
-                            Problem(row_offset + i, self.name, problem, _json_safe(raw))
-                        )
-            column[i] = value
-        return column, problems
+                entry = _INVALID
+            if entry is not _INVALID:
+                column[i], codes[i] = entry
+                continue
+            value = _to_canonical(self.dtype, raw) if _hashable(raw) else _INVALID
+            if value is None:
+                continue  # missing
+            if value is not _INVALID and allowed is None:
+                column[i] = value
+                continue
+            if value is not _INVALID:
+                problem = f"unseen category {raw!r}; expected {self.expected()}"
+                entry = lookup.get(value, _INVALID)
+                if entry is not _INVALID:
+                    column[i], codes[i] = entry
+                    continue
+            else:
+                problem = f"expected {self.expected()}, got {raw!r}"
+            if self.invalid_treatment != "as_missing" and len(problems) < MAX_DETAILS:
+                problems.append(Problem(row_offset + i, self.name, problem, _json_safe(raw)))
+        return column, problems, codes if allowed is not None else None
 
 
 def _hashable(value: Any) -> bool:
@@ -298,17 +308,32 @@ class InputSchema:
 
     def prepare(
         self, columns: Mapping[str, Sequence[Any] | np.ndarray], model: str, row_offset: int = 0
-    ) -> dict[str, np.ndarray]:
+    ) -> Batch:
         """Typed columns for the model, or an InputError listing every bad (row, field, value)."""
         self.check_columns(columns.keys(), model)
-        prepared: dict[str, np.ndarray] = {}
+        prepared = Batch()
         problems: list[Problem] = []
         for f in self.fields:
-            prepared[f.name], found = f.prepare(columns[f.name], row_offset)
+            if f.is_continuous:
+                prepared[f.name], found = f._prepare_continuous(columns[f.name], row_offset)
+            else:
+                prepared[f.name], found, codes = f._prepare_categorical(columns[f.name], row_offset)
+                if codes is not None:
+                    prepared.codes[f.name] = codes
             problems.extend(found)
         if problems:
             raise invalid_input_error(problems, model)
         return prepared
+
+
+class Batch(dict[str, np.ndarray]):
+    """Validated columns by field name. For categorical fields with listed categories, ``codes``
+    also holds each row's index into ``Field.categories`` (-1 for missing), which engines may use
+    instead of looking values up again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.codes: dict[str, np.ndarray] = {}
 
 
 def invalid_input_error(problems: list[Problem], model: str) -> InputError:

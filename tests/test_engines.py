@@ -169,3 +169,22 @@ def test_engines_agree_on_records_with_missing_values(trained, session_store) ->
     ]
     for other in scored[1:]:
         assert other == pytest.approx(scored[0], abs=TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "algorithm"),
+    [("audit_na", "logreg"), ("audit", "tree"), ("audit_na", "gbm"), ("auto", "logreg")],
+)
+def test_native_gives_the_same_answers_with_and_without_category_codes(
+    trained, session_store, data_dir: Path, dataset: str, algorithm: str
+) -> None:
+    """Validation's category codes are a shortcut: scoring plain columns must agree exactly."""
+    manifest = trained(dataset, algorithm)
+    model = scorekit.load_model(manifest.ref, engine="native", store=session_store)
+    batch = model.manifest.schema.prepare(read_columns(data_dir / SCORED_ON[dataset]), model.ref)
+    assert batch.codes
+    with_codes = model.scorer.score(batch)
+    without = model.scorer.score(dict(batch))
+    np.testing.assert_array_equal(with_codes.prediction, without.prediction)
+    if with_codes.probabilities is not None:
+        np.testing.assert_array_equal(with_codes.probabilities, without.probabilities)

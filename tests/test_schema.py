@@ -161,3 +161,16 @@ def test_any_text_is_either_a_category_missing_or_a_reported_problem(text: str) 
         assert problems[0].value == text and column.tolist() == [None]
     else:
         assert column.tolist() == [None]  # a missing-value token
+
+
+def test_prepare_records_category_codes() -> None:
+    batch = prepare(
+        Age=[1, 2, 3],
+        Employment=["PSLocal", None, "Private"],
+        Deductions=["true", "FALSE", "NA"],
+        origin=["3", 1, None],
+    )
+    assert batch.codes["Employment"].tolist() == [1, -1, 0]
+    assert batch.codes["Deductions"].tolist() == [1, 0, -1]
+    assert batch.codes["origin"].tolist() == [2, 0, -1]
+    assert "Age" not in batch.codes

@@ -52,6 +52,13 @@ class NativeScorer:
         model = model_element(root, where)
         self.treatments = compile_field_treatments(model, data_fields)
         self.active_treatments = [t for t in self.treatments if t.has_work]
+        # Category codes from validation are usable where no treatment rewrites the field.
+        untouched = {t.name for t in self.treatments if not t.has_work}
+        self._categories = {
+            f.name: tuple(f.categories)
+            for f in manifest.schema.fields
+            if f.categories is not None and f.name in untouched
+        }
         self.replacements = mining_replacements(model, compiler)
         self.plan = compile_model(model, Context(compiler, None, None, data_fields), top_level=True)
         self.classification = self.plan.function == "classification"
@@ -100,6 +107,10 @@ class NativeScorer:
                 text[:] = [None if math.isnan(v) else _as_text(v) for v in column.tolist()]
                 column = text
             env.columns[t.name] = column
+            codes = getattr(batch, "codes", {}).get(t.name)
+            categories = self._categories.get(t.name)
+            if codes is not None and categories is not None:
+                env.codes[t.name] = (codes, categories)
         if self.active_treatments:
             apply_field_treatments(env, self.active_treatments, self.manifest.ref)
         replace_missing(env, self.replacements)

@@ -29,14 +29,24 @@ NUMERIC_TYPES = ("double", "float", "integer", "boolean")
 
 
 class Env:
-    """The columns visible to an expression: data fields, derived fields, earlier outputs."""
+    """The columns visible to an expression: data fields, derived fields, earlier outputs.
 
-    def __init__(self, n_rows: int, columns: dict[str, np.ndarray] | None = None) -> None:
+    ``codes`` holds, for categorical input fields, each row's index into the field's categories
+    (-1 for missing) as validation computed it, so lookups by category are numpy gathers.
+    """
+
+    def __init__(
+        self,
+        n_rows: int,
+        columns: dict[str, np.ndarray] | None = None,
+        codes: dict[str, tuple[np.ndarray, tuple[Any, ...]]] | None = None,
+    ) -> None:
         self.n = n_rows
         self.columns: dict[str, np.ndarray] = dict(columns or {})
+        self.codes: dict[str, tuple[np.ndarray, tuple[Any, ...]]] = dict(codes or {})
 
     def copy(self) -> Env:
-        return Env(self.n, self.columns)
+        return Env(self.n, self.columns, self.codes)
 
 
 Fn = Callable[[Env], np.ndarray]

@@ -3,10 +3,12 @@ MiningSchema treatments, LocalTransformations, Targets and (for model chains) Ou
 
 from __future__ import annotations
 
+import functools
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -193,6 +195,14 @@ def replace_missing(env: Env, replacements: dict[str, object]) -> None:
             column = column.copy()
             column[mask] = value
             env.columns[name] = column
+            if name in env.codes:
+                codes, categories = env.codes[name]
+                if value in categories:
+                    codes = codes.copy()
+                    codes[mask] = categories.index(value)
+                    env.codes[name] = (codes, categories)
+                else:
+                    del env.codes[name]
 
 
 def compile_targets(
@@ -231,6 +241,20 @@ def compile_targets(
 
 
 # --- RegressionModel -----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def _remap_cached(
+    index_items: tuple[tuple[Any, int], ...], other: int, categories: tuple[Any, ...]
+) -> np.ndarray:
+    index = dict(index_items)
+    # Position k serves code k; the extra last position serves code -1 (missing).
+    return np.array([index.get(c, other) for c in categories] + [index[None]], dtype=np.intp)
+
+
+def _remap(index: dict[Any, int], other: int, categories: tuple[Any, ...]) -> np.ndarray:
+    """Coefficient positions by category code, for a field's schema categories."""
+    return _remap_cached(tuple(index.items()), other, categories)
+
+
 def _logistic(y: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-y))
@@ -325,6 +349,11 @@ class RegressionPlan(Model):
                 x = env.columns[name]
                 y += coefficient * (x if exponent == 1.0 else x**exponent)
             for name, index, other, weights in lookups:
+                coded = env.codes.get(name)
+                if coded is not None:
+                    codes, categories = coded
+                    y += weights[_remap(index, other, categories)[codes]]
+                    continue
                 values = env.columns[name].tolist()
                 if env.columns[name].dtype != object:  # numeric categories: NaN is missing
                     values = [None if v != v else v for v in values]

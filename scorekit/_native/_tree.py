@@ -42,6 +42,13 @@ class Feature:
         values = env.columns[self.name]
         if self.equals is _NO_VALUE:
             return values
+        coded = env.codes.get(self.name)
+        if coded is not None:
+            codes, categories = coded
+            k = categories.index(self.equals) if self.equals in categories else -2
+            out = (codes == k).astype(np.float64)
+            out[codes < 0] = math.nan
+            return out
         if values.dtype == object:
             out = np.equal(values, self.equals).astype(np.float64)
             out[missing_mask(values)] = math.nan
