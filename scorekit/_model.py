@@ -114,7 +114,11 @@ class Model:
                 f"model {self.ref} expects a record as a dict of field values, "
                 f"got {type(record).__name__}"
             )
-        return {k: _python_value(v) for k, v in self.predict_records([record])[0].items()}
+        names = self.manifest.schema.names
+        if not all(name in record for name in names):
+            return self.predict_records([record])[0]  # raises, naming the absent fields
+        scored = self.predict_columns({name: [record[name]] for name in names})
+        return {name: _python_value(values[0]) for name, values in scored.items()}
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a pandas DataFrame; the result has the same index and the output columns."""
