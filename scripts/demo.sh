@@ -17,30 +17,39 @@ step "2. the store: audit@$version is champion"
 $SK models list
 
 step "3. score data/audit_na.csv (1,899 rows, many values missing) with audit@champion"
+echo "   (engine auto: the native numpy PMML engine)"
 $SK score --model audit@champion --input data/audit_na.csv --output "$OUT/audit_scored.csv" \
     --keep Age Occupation Income
 
-step "4. the same rows through the PMML reference engine (pypmml)"
+step "4. the same rows through the PMML reference engine (pypmml, a JVM) and the pickle (sklearn)"
 $SK score --model audit@champion --engine pypmml --input data/audit_na.csv \
     --output "$OUT/audit_scored_pypmml.csv"
+$SK score --model audit@champion --engine sklearn --input data/audit_na.csv \
+    --output "$OUT/audit_scored_sklearn.csv"
 
 step "5. bad input is refused with a clear message (expected to fail):"
 printf 'Age,Employment,Education,Marital,Occupation,Income,Gender,Deductions,Hours\n38,Martian,College,Unmarried,Service,81838,Female,FALSE,72\n' > "$OUT/bad.csv"
 $SK score --model audit --input "$OUT/bad.csv" --output "$OUT/bad_scored.csv" || echo "(exit code $?)"
 
 step "summary"
-.venv/bin/python - "$OUT/audit_scored.csv" "$OUT/audit_scored_pypmml.csv" "$STORE" <<'PY'
+.venv/bin/python - "$OUT/audit_scored.csv" "$OUT/audit_scored_pypmml.csv" \
+    "$OUT/audit_scored_sklearn.csv" "$STORE" <<'PY'
 import csv, sys
 import scorekit
-scored, reference, store = sys.argv[1:]
-with open(scored) as a, open(reference) as b:
-    ours, ref = list(csv.DictReader(a)), list(csv.DictReader(b))
-worst = max(abs(float(x["probability(1)"]) - float(y["probability(1)"])) for x, y in zip(ours, ref))
-same = sum(x["prediction"] == y["prediction"] for x, y in zip(ours, ref))
+scored, reference, pickled, store = sys.argv[1:]
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+ours = rows(scored)
 manifest = scorekit.open_store(store).bundle("audit", scorekit.open_store(store).resolve("audit")).manifest
 print(f"model         {manifest.ref} ({manifest.algorithm}), created {manifest.created[:19]}")
 print("holdout       " + ", ".join(f"{k} {v:.4f}" for k, v in manifest.metrics.items()))
 print(f"scored        {len(ours)} rows -> {scored}")
 print(f"flagged       {sum(r['prediction'] == '1' for r in ours)} rows predicted Adjusted=1")
-print(f"sklearn vs pypmml: {same}/{len(ours)} labels equal, max |diff| of probability(1) {worst:.1e}")
+for name, other in (("pypmml", rows(reference)), ("sklearn", rows(pickled))):
+    same = sum(x["prediction"] == y["prediction"] for x, y in zip(ours, other))
+    worst = max(abs(float(x["probability(1)"]) - float(y["probability(1)"]))
+                for x, y in zip(ours, other))
+    print(f"native vs {name:8} {same}/{len(ours)} labels equal, "
+          f"max |diff| of probability(1) {worst:.1e}")
 PY
