@@ -427,7 +427,8 @@ def small_tree(field: str, threshold: float, left: str, right: str, function: st
         ("selectFirst", "regression"),
     ],
 )
-def test_segmentations(pair, method: str, function: str) -> None:
+@pytest.mark.parametrize("predicated", [False, True], ids=["all-true", "predicated"])
+def test_segmentations(pair, method: str, function: str, predicated: bool) -> None:
     labels = ("no", "yes") if function == "classification" else ("1.5", "-2")
     predicates = [
         '<SimplePredicate field="x1" operator="lessThan" value="0"/>',
@@ -437,7 +438,7 @@ def test_segmentations(pair, method: str, function: str) -> None:
     segments = "".join(
         segment(
             small_tree(field, threshold, *labels, function),
-            predicates[i] if method == "selectFirst" else "<True/>",
+            predicates[i] if predicated or method == "selectFirst" else "<True/>",
             weight,
         )
         for i, (field, threshold, weight) in enumerate(
@@ -458,11 +459,71 @@ def test_segmentations(pair, method: str, function: str) -> None:
         assert ours["prediction"].tolist() == theirs["prediction"].tolist()
         total = ours["probability(no)"] + ours["probability(yes)"]
         np.testing.assert_allclose(total, 1.0)
-        assert {round(v, 9) for v in ours["probability(yes)"]} <= {
-            round(w / 4.2, 9) for w in (0, 0.7, 1.0, 1.7, 2.5, 3.2, 3.5, 4.2)
+        shares = {
+            round(a / b, 9)
+            for b in (0.7, 1.0, 1.7, 2.5, 3.2, 3.5, 4.2)
+            for a in (0, 0.7, 1.0, 1.7, 2.5, 3.2, 3.5, 4.2)
+            if a <= b
         }
+        assert {round(v, 9) for v in ours["probability(yes)"]} <= shares
     else:
         agree(ours, theirs)
+
+
+def null_tree(threshold: float, function: str) -> str:
+    """A tree whose only split is on x1: a missing x1 gives a null prediction."""
+    leaf = {
+        "classification": (
+            '<ScoreDistribution value="no" recordCount="3"/>'
+            '<ScoreDistribution value="yes" recordCount="1"/>'
+        ),
+        "regression": "",
+    }[function]
+    score = "no" if function == "classification" else "1.5"
+    return (
+        f'<TreeModel functionName="{function}" missingValueStrategy="nullPrediction" '
+        f'noTrueChildStrategy="returnLastPrediction">{mining_schema()}'
+        f'<Node score="{score}"><True/>{leaf}<Node score="{score}"><SimplePredicate field="x1" '
+        f'operator="lessOrEqual" value="{threshold}"/>{leaf}</Node></Node></TreeModel>'
+    )
+
+
+@pytest.mark.parametrize("treatment", ["returnMissing", "continue"])
+@pytest.mark.parametrize("method", ["majorityVote", "average", "sum"])
+def test_missing_prediction_treatment(tmp_path: Path, treatment: str, method: str) -> None:
+    """Two segments need x1 (null when it is missing), one always answers. A missing
+    prediction never counts as a vote for the first class."""
+    function = "regression" if method == "sum" else "classification"
+    segments = (
+        segment(null_tree(0.0, function))
+        + segment(null_tree(1.0, function))
+        + segment(
+            small_tree(
+                "x2",
+                3.0,
+                *(("no", "yes") if function == "classification" else ("1.5", "-2")),
+                function,
+            )
+        )
+    )
+    model = (
+        f'<MiningModel functionName="{function}">{mining_schema()}'
+        f'<Segmentation multipleModelMethod="{method}" missingPredictionTreatment='
+        f'"{treatment}">{segments}</Segmentation></MiningModel>'
+    )
+    path = tmp_path / "segments.pmml"
+    path.write_text(
+        document(model, BINARY_TARGET if function == "classification" else REGRESSION_TARGET)
+    )
+    scored = load_model(path, engine="native").predict_one({"x1": None, "x2": 5.0, "c": "a"})
+    if treatment == "returnMissing":
+        assert scored["prediction"] is None or math.isnan(scored["prediction"])
+    elif method == "sum":
+        assert scored["prediction"] == -2.0  # only the third segment counts
+    else:  # the third segment alone: x2 > 3 -> "yes" (p_no 0.25)
+        assert scored["prediction"] == "yes"
+        expected_yes = 1.0 if method == "majorityVote" else 0.75
+        assert scored["probability(yes)"] == pytest.approx(expected_yes)
 
 
 # --- MiningField treatments: valid intervals, invalid values, outliers ------------------------

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import Problem
+from .._output import labels_from_probabilities
 from .._pmml_header import child, children, local
 from .._schema import MAX_DETAILS
 from ._expr import (
@@ -411,12 +412,14 @@ class ForestPlan(Model):
         categories: list[str] | None,
         method: str,
         weights: np.ndarray,
+        treatment: str = "returnMissing",
     ) -> None:
         self.forest = forest
         self.function = function
         self.categories = categories
         self.method = method
         self.weights = weights
+        self.treatment = treatment
 
     @classmethod
     def single(cls, element: ET.Element, context: Context, function: str) -> ForestPlan:
@@ -427,31 +430,55 @@ class ForestPlan(Model):
     def evaluate(self, env: Env) -> Result:
         leaves = self.forest.leaves(env)  # (trees, rows)
         values = self.forest.values[leaves]  # (trees, rows, width)
-        if self.method == "majorityVote" or self.method == "weightedMajorityVote":
-            votes = np.zeros((env.n, values.shape[2]))
-            weighted = self.method == "weightedMajorityVote"
-            weights = self.weights if weighted else np.ones_like(self.weights)
-            winners = np.argmax(np.nan_to_num(values, nan=-1.0), axis=2)  # (trees, rows)
-            unknown = np.isnan(values).any(axis=2)
-            for t in range(values.shape[0]):
-                np.add.at(
-                    votes,
-                    (np.arange(env.n), winners[t]),
-                    np.where(unknown[t], math.nan, weights[t]),
-                )
-            return Result(probabilities=votes / votes.sum(axis=1, keepdims=True))
         if self.method == "single":
             combined = values[0]
-        elif self.method == "sum":
-            combined = values.sum(axis=0)
-        elif self.method == "average":
-            combined = values.mean(axis=0)
-        else:  # weightedAverage
-            w = self.weights[:, None, None]
-            combined = (values * w).sum(axis=0) / self.weights.sum()
+        else:
+            combined = combine_segments(values, None, self.weights, self.method, self.treatment)
         if self.function == "regression":
             return Result(value=combined[:, 0])
         return Result(probabilities=combined)
+
+
+_VOTES = ("majorityVote", "weightedMajorityVote")
+
+
+def combine_segments(
+    values: np.ndarray,
+    selected: np.ndarray | None,
+    weights: np.ndarray,
+    method: str,
+    treatment: str,
+) -> np.ndarray:
+    """Combine segment predictions. ``values`` (segments, rows, width) holds class
+    probabilities, or a value in column 0; ``selected`` (segments, rows) says where a segment's
+    predicate holds (None: everywhere). A segment whose predicate fails contributes nothing; one
+    with a missing prediction makes the row missing under returnMissing and is skipped under
+    continue/skipSegment. A row no segment contributes to is missing."""
+    missing = np.isnan(values).any(axis=2)
+    if selected is None and not missing.any() and method not in _VOTES:
+        if method == "sum":
+            return np.asarray(values.sum(axis=0))
+        if method == "average":
+            return np.asarray(values.mean(axis=0))
+        return np.asarray(np.tensordot(weights, values, axes=1) / weights.sum())
+    if selected is None:
+        selected = np.ones(missing.shape, dtype=bool)
+    used = selected & ~missing
+    if method in _VOTES:
+        winners = np.argmax(np.where(np.isnan(values), -1.0, values), axis=2)
+        values = (winners[..., None] == np.arange(values.shape[2])).astype(np.float64)
+    per_segment = weights if method.startswith("weighted") else np.ones_like(weights)
+    share = used * per_segment[:, None]  # (segments, rows)
+    total = np.einsum("sr,srw->rw", share, np.where(used[..., None], values, 0.0))
+    counted = share.sum(axis=0)
+    if method in ("average", "weightedAverage"):
+        total = total / counted[:, None]
+    elif method in _VOTES:
+        total = total / total.sum(axis=1, keepdims=True)
+    total[counted == 0] = math.nan
+    if treatment == "returnMissing":
+        total[(selected & missing).any(axis=0)] = math.nan
+    return np.asarray(total)
 
 
 _AGGREGATES = ("sum", "average", "weightedAverage", "majorityVote", "weightedMajorityVote")
@@ -471,7 +498,7 @@ def compile_mining_model(element: ET.Element, context: Context, function: str) -
     if method == "modelChain":
         return ChainPlan(segments, context, function)
     if method == "selectFirst":
-        return SelectFirstPlan(segments, context, function)
+        return SelectFirstPlan(segments, context, function, treatment)
     if method not in _AGGREGATES:
         raise unsupported(segmentation, f"multipleModelMethod {method!r}")
     if method in ("majorityVote", "weightedMajorityVote") and function != "classification":
@@ -486,8 +513,8 @@ def compile_mining_model(element: ET.Element, context: Context, function: str) -
                 raise unsupported(tree, f"a {tree.get('functionName')} tree in a {function}")
             flat.add_tree(tree, context.compiler)
         weights = np.array([float(s.get("weight", "1")) for s in segments])
-        return ForestPlan(flat.compile(), function, context.categories, method, weights)
-    return AggregatePlan(segments, context, function, method)
+        return ForestPlan(flat.compile(), function, context.categories, method, weights, treatment)
+    return AggregatePlan(segments, context, function, method, treatment)
 
 
 def _segment_model(segment: ET.Element) -> ET.Element:
@@ -522,53 +549,50 @@ class AggregatePlan(Model):
     """A segmentation of arbitrary models combined by sum, average or (weighted) votes."""
 
     def __init__(
-        self, segments: list[ET.Element], context: Context, function: str, method: str
+        self,
+        segments: list[ET.Element],
+        context: Context,
+        function: str,
+        method: str,
+        treatment: str,
     ) -> None:
         self.function = function
         self.categories = context.categories
         self.method = method
+        self.treatment = treatment
+        self.weights = np.array([float(s.get("weight", "1")) for s in segments])
         self.parts = [
-            (
-                _segment_predicate(s, context.compiler),
-                float(s.get("weight", "1")),
-                compile_model(_segment_model(s), context),
-            )
+            (_segment_predicate(s, context.compiler), compile_model(_segment_model(s), context))
             for s in segments
         ]
 
     def evaluate(self, env: Env) -> Result:
-        total = None
-        weight_sum = np.zeros(env.n)
-        for predicate, weight, model in self.parts:
-            selected = predicate(env) == 1.0
+        values, selected = [], []
+        for predicate, model in self.parts:
+            selected.append(predicate(env) == 1.0)
             result = model.evaluate(env)
-            if self.method in ("majorityVote", "weightedMajorityVote"):
-                assert result.probabilities is not None
-                value = np.zeros_like(result.probabilities)
-                value[np.arange(env.n), result.label_index()] = 1.0
-            elif result.probabilities is not None:
-                value = result.probabilities
+            if result.probabilities is not None:
+                values.append(result.probabilities)
             else:
                 assert result.value is not None
-                value = result.value
-            w = weight if self.method.startswith("weighted") else 1.0
-            mask = (selected * w).reshape(-1, *([1] * (value.ndim - 1)))
-            total = value * mask if total is None else total + value * mask
-            weight_sum += selected * w
-        assert total is not None
-        if self.method in ("average", "weightedAverage"):
-            total = total / weight_sum.reshape(-1, *([1] * (total.ndim - 1)))
-        elif self.method in ("majorityVote", "weightedMajorityVote"):
-            total = total / total.sum(axis=1, keepdims=True)
+                values.append(result.value[:, None])
+        combined = combine_segments(
+            np.stack(values), np.stack(selected), self.weights, self.method, self.treatment
+        )
         if self.function == "regression":
-            return Result(value=total)
-        return Result(probabilities=total)
+            return Result(value=combined[:, 0])
+        return Result(probabilities=combined)
 
 
 class SelectFirstPlan(Model):
-    def __init__(self, segments: list[ET.Element], context: Context, function: str) -> None:
+    """The first segment whose predicate holds answers for the row."""
+
+    def __init__(
+        self, segments: list[ET.Element], context: Context, function: str, treatment: str
+    ) -> None:
         self.function = function
         self.categories = context.categories
+        self.treatment = treatment
         self.parts = [
             (_segment_predicate(s, context.compiler), compile_model(_segment_model(s), context))
             for s in segments
@@ -582,14 +606,14 @@ class SelectFirstPlan(Model):
             take = (predicate(env) == 1.0) & ~chosen
             if take.any():
                 result = model.evaluate(env)
-                value = (
-                    result.probabilities
-                    if result.probabilities is not None
-                    else result.value[:, None]
-                    if result.value is not None
-                    else None
-                )
-                assert value is not None
+                if result.probabilities is not None:
+                    value = result.probabilities
+                else:
+                    assert result.value is not None
+                    value = result.value[:, None]
+                if self.treatment != "returnMissing":
+                    # continue / skipSegment: a missing answer lets the next segment try.
+                    take &= ~np.isnan(value).any(axis=1)
                 out[take] = value[take]
                 chosen |= take
         if self.function == "regression":
@@ -669,9 +693,8 @@ def compile_outputs(
                 categories = model.categories or []
 
                 def label(env: Env, r: Result, categories: list[str] = categories) -> np.ndarray:
-                    out = np.empty(env.n, dtype=object)
-                    out[:] = [categories[j] for j in r.label_index()]
-                    return out
+                    assert r.probabilities is not None
+                    return labels_from_probabilities(r.probabilities, categories)
 
                 compiled.append((name, label))
                 compiler.types[name] = FieldType(STR, "string")
