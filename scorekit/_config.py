@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -21,3 +22,17 @@ def database_url() -> str:
         if text:
             return text
     return FALLBACK_DSN
+
+
+@functools.cache
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0666 & ~umask)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)  # elsewhere: read it by setting it (not thread-safe, done once)
+    os.umask(umask)
+    return 0o666 & ~umask

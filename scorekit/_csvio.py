@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ._config import file_mode
 from ._errors import InputError, Problem
 
 DEFAULT_CHUNK_SIZE = 10_000
@@ -111,6 +112,7 @@ class AtomicCsvWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide the output from other users
         self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
         self._writer.writerow(header)

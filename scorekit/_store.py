@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._bundle import MANIFEST_FILE, Bundle, sha256_hex
+from ._config import file_mode
 from ._errors import ModelNotFoundError, StoreError, UsageError
 from ._manifest import Manifest
 
@@ -98,6 +99,9 @@ class LocalBlobs:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
             try:
+                # mkstemp makes the file 0600; published models must be readable by other users
+                # (the database server's OS user, for one), as the umask allows.
+                os.fchmod(fd, file_mode())
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
@@ -228,6 +232,7 @@ class ModelStore:
 
     def versions(self, name: str) -> list[str]:
         """Published versions of ``name``, oldest first; claimed but unfinished ones are skipped."""
+        check_name(name)
         candidates = [v for v in self.blobs.children(f"{name}/versions/") if v.isdigit()]
         done = [
             v for v in candidates if MANIFEST_FILE in self.blobs.children(f"{name}/versions/{v}/")
@@ -264,6 +269,8 @@ class ModelStore:
         return str(aliases[ref]["version"])
 
     def manifest(self, name: str, version: str) -> Manifest:
+        check_name(name)
+        check_name(version, "version")
         where = f"{self.url}/{name}/versions/{version}/{MANIFEST_FILE}"
         found = self.blobs.get(f"{name}/versions/{version}/{MANIFEST_FILE}")
         if found is None:
@@ -282,8 +289,9 @@ class ModelStore:
         return Bundle(manifest, read, f"{self.url}/{prefix.rstrip('/')}")
 
     def aliases(self, name: str) -> dict[str, Any]:
+        check_name(name)
         found = self.blobs.get(f"{name}/{_ALIASES}")
-        return dict(json.loads(found[0])) if found else {}
+        return _parse_aliases(found[0], f"{self.url}/{name}/{_ALIASES}") if found else {}
 
     # --- writing -----------------------------------------------------------------------------
     def publish(
@@ -302,8 +310,10 @@ class ModelStore:
         for filename, data in artifacts.items():
             self.blobs.put(f"{name}/versions/{version}/{filename}", data)
         self.blobs.put(f"{name}/versions/{version}/{MANIFEST_FILE}", manifest.to_json())
-        if promote or (promote is None and CHAMPION not in self.aliases(name)):
-            self._move_champion(name, str(version), "publish" if promote is None else "promote")
+        if promote:
+            self._move_champion(name, str(version), "promote")
+        elif promote is None:
+            self._move_champion(name, str(version), "publish")  # only if there is no champion
         return str(version)
 
     def promote(self, name: str, version: str) -> str:
@@ -320,12 +330,16 @@ class ModelStore:
         return list(self.aliases(name).get(CHAMPION, {}).get("history", []))
 
     def _move_champion(self, name: str, version: str | None, action: str) -> str:
+        """Compare-and-swap aliases.json. "publish" sets the champion only if there is none (so
+        of two concurrent first publishes, exactly one becomes champion)."""
         key = f"{name}/{_ALIASES}"
         while True:
             found = self.blobs.get(key)
-            aliases = json.loads(found[0]) if found else {}
+            aliases = _parse_aliases(found[0], f"{self.url}/{key}") if found else {}
             history = list(aliases.get(CHAMPION, {}).get("history", []))
             stack = champion_stack(history)
+            if action == "publish" and stack:
+                return stack[-1]
             if action == "rollback":
                 if len(stack) < 2:
                     raise UsageError(
@@ -346,6 +360,20 @@ class ModelStore:
                 written = self.blobs.put(key, data, if_tag=found[1])
             if written:
                 return version
+
+
+def _parse_aliases(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        aliases = json.loads(data)
+        if not isinstance(aliases, dict):
+            raise ValueError("not a JSON object")
+        champion_stack(aliases.get(CHAMPION, {}).get("history", []))
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise StoreError(
+            f"{where} is corrupt ({type(exc).__name__}: {exc}); restore it from a backup or "
+            "rewrite it with scorekit models promote NAME VERSION"
+        ) from exc
+    return aliases
 
 
 def champion_stack(history: list[dict[str, Any]]) -> list[str]:

@@ -4,6 +4,7 @@ standalone moto server."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -204,3 +205,51 @@ def test_aliases_json_is_readable(tmp_path: Path) -> None:
     publish(store)
     data = json.loads((tmp_path / "demo" / "aliases.json").read_text())
     assert data["champion"]["version"] == "1"
+
+
+def test_names_cannot_escape_the_store(store: ModelStore) -> None:
+    publish(store)
+    for bad in ("../outside", "a/b", ".hidden", ""):
+        with pytest.raises(UsageError, match="not valid"):
+            store.promote(bad, "1")
+        with pytest.raises(UsageError, match="not valid"):
+            store.rollback(bad)
+    with pytest.raises(UsageError, match="not valid"):
+        store.manifest("demo", "../../x")
+
+
+def test_published_files_are_readable_by_other_users(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    version = publish(store)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    for path in (tmp_path / "demo" / "versions" / version).iterdir():
+        if not path.name.startswith("."):
+            assert path.stat().st_mode & 0o777 == expected, path
+    assert (tmp_path / "demo" / "aliases.json").stat().st_mode & 0o777 == expected
+
+
+def test_concurrent_first_publishes_make_exactly_one_champion(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    barrier = threading.Barrier(6)
+
+    def worker() -> None:
+        barrier.wait()
+        publish(store)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    history = store.champion_history("demo")
+    assert len(history) == 1 and history[0]["action"] == "publish"
+
+
+def test_corrupt_aliases_file_is_a_clear_store_error(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    publish(store)
+    (tmp_path / "demo" / "aliases.json").write_text("{not json")
+    with pytest.raises(StoreError, match=r"aliases\.json is corrupt"):
+        store.resolve("demo")
