@@ -25,7 +25,7 @@ class CsvReader:
         self.path = Path(path)
         self.chunk_size = chunk_size
         try:
-            self._file: IO[str] = open(self.path, newline="", encoding="utf-8")  # noqa: SIM115
+            self._file: IO[str] = open(self.path, newline="", encoding="utf-8-sig")  # noqa: SIM115
         except FileNotFoundError as exc:
             raise InputError(f"input file {self.path} does not exist") from exc
         except OSError as exc:
@@ -48,17 +48,19 @@ class CsvReader:
         """(row offset, columns) per chunk; rows are numbered from 0, the first data line."""
         width = len(self.header)
         offset = 0
+        data_rows = 0  # blank lines are skipped and not counted
         rows: list[list[str]] = []
         try:
-            for rows_read, row in enumerate(self._rows):
+            for row in self._rows:
+                if not row:
+                    continue
                 if len(row) != width:
-                    if not row:  # a blank line
-                        continue
                     raise InputError(
-                        f"row {rows_read} (line {self._rows.line_num}) of {self.path} has "
+                        f"row {data_rows} (line {self._rows.line_num}) of {self.path} has "
                         f"{len(row)} fields, but the header has {width}",
-                        [Problem(rows_read, None, f"has {len(row)} fields, expected {width}")],
+                        [Problem(data_rows, None, f"has {len(row)} fields, expected {width}")],
                     )
+                data_rows += 1
                 rows.append(row)
                 if len(rows) == self.chunk_size:
                     yield offset, self._columns(rows)

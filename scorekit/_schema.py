@@ -10,6 +10,7 @@ same values, and a bad value gets the same message whichever engine would have s
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,7 @@ def is_missing(value: Any) -> bool:
         return value in MISSING_TOKENS
     if isinstance(value, np.floating):
         return bool(np.isnan(value))
-    return False
+    return type(value).__name__ == "NAType"  # pandas.NA, without importing pandas
 
 
 def _to_float(value: Any) -> Any:
@@ -60,7 +61,7 @@ def _to_float(value: Any) -> Any:
         except ValueError:
             return _INVALID
     else:
-        if value is None:
+        if value is None or type(value).__name__ == "NAType":
             return math.nan
         try:
             number = float(value)
@@ -226,10 +227,14 @@ class Field:
         problems: list[Problem] = []
         lookup = self._lookup
         allowed = self.categories
+        # True == 1 in Python: keep booleans from matching integer or double categories.
+        numeric = self.dtype in ("integer", "double")
         for i, raw in enumerate(values):
             try:
                 entry = lookup.get(raw, _INVALID)
             except TypeError:  # unhashable, e.g. a JSON list where a value was expected
+                entry = _INVALID
+            if numeric and isinstance(raw, bool | np.bool_):
                 entry = _INVALID
             if entry is not _INVALID:
                 column[i], codes[i] = entry
@@ -311,7 +316,7 @@ class InputSchema:
     ) -> Batch:
         """Typed columns for the model, or an InputError listing every bad (row, field, value)."""
         self.check_columns(columns.keys(), model)
-        prepared = Batch()
+        prepared = Batch(row_offset)
         problems: list[Problem] = []
         for f in self.fields:
             if f.is_continuous:
@@ -331,15 +336,26 @@ class Batch(dict[str, np.ndarray]):
     also holds each row's index into ``Field.categories`` (-1 for missing), which engines may use
     instead of looking values up again."""
 
-    def __init__(self) -> None:
+    def __init__(self, row_offset: int = 0) -> None:
         super().__init__()
         self.codes: dict[str, np.ndarray] = {}
+        self.row_offset = row_offset  # the number of the batch's first row, for error messages
 
 
-def invalid_input_error(problems: list[Problem], model: str) -> InputError:
+RETRAIN_HINT = (
+    "Fix these values, or retrain with invalid values treated as missing "
+    "(scorekit train --invalid missing)."
+)
+
+
+def invalid_input_error(
+    problems: list[Problem], model: str, hint: str = RETRAIN_HINT
+) -> InputError:
     """One InputError for a batch: the first few problems in the message, all in the details."""
     problems = sorted(problems, key=lambda p: (p.row if p.row is not None else -1, p.field or ""))
     rows = {p.row for p in problems}
+    per_field = Counter(p.field for p in problems)
+    at_least = "at least " if per_field and max(per_field.values()) >= MAX_DETAILS else ""
     shown = "; ".join(
         f"row {p.row}, field {p.field!r}: {p.problem}" for p in problems[:MESSAGE_PROBLEMS]
     )
@@ -347,7 +363,6 @@ def invalid_input_error(problems: list[Problem], model: str) -> InputError:
         f"; and {len(problems) - MESSAGE_PROBLEMS} more" if len(problems) > MESSAGE_PROBLEMS else ""
     )
     return InputError(
-        f"model {model} can't score {len(rows)} row(s): {shown}{more}. Fix these values, "
-        "or retrain with invalid values treated as missing (scorekit train --invalid missing).",
+        f"model {model} can't score {at_least}{len(rows)} row(s): {shown}{more}. {hint}",
         problems[:MAX_DETAILS],
     )

@@ -346,3 +346,45 @@ def test_console_script_runs(tmp_path: Path) -> None:
     assert result.returncode == 0 and "score" in result.stdout
     result = subprocess.run([str(script), "score"], capture_output=True, text=True)
     assert result.returncode == 2 and "required" in result.stderr
+
+
+def test_utf8_bom_and_blank_lines(capsys, store: str, tmp_path: Path) -> None:
+    bom = tmp_path / "bom.csv"
+    bom.write_text("\ufeff" + AUDIT_HEADER + "\n" + GOOD_ROW + "\n", encoding="utf-8")
+    code, _, err = run(
+        capsys,
+        "score",
+        "--model",
+        MODEL,
+        "--store",
+        store,
+        "--input",
+        str(bom),
+        "--output",
+        str(tmp_path / "o.csv"),
+    )
+    assert code == 0, err
+    blanks = write(
+        tmp_path / "blanks.csv",
+        AUDIT_HEADER,
+        GOOD_ROW,
+        "",
+        "",
+        GOOD_ROW,
+        "thirty,Private,College,Unmarried,Service,81838,Female,FALSE,72",
+    )
+    code, _, err = run(
+        capsys,
+        "score",
+        "--model",
+        MODEL,
+        "--store",
+        store,
+        "--input",
+        str(blanks),
+        "--output",
+        str(tmp_path / "o.csv"),
+        "--chunk-size",
+        "2",
+    )
+    assert code == 3 and "row 2, field 'Age'" in err  # blank lines are not rows

@@ -562,10 +562,17 @@ def test_mining_field_treatments(pair, attrs: str) -> None:
     agree(native.predict_columns(columns), reference.predict_columns(columns))
 
 
-def test_return_invalid_names_the_row_field_and_value(pair) -> None:
+def test_return_invalid_names_the_row_field_value_and_range(pair) -> None:
     native, _ = pair(interval_document('invalidValueTreatment="returnInvalid"'), "invalid")
-    with pytest.raises(InputError, match=r"row 1, field 'x1': 9\.0 is outside the valid range"):
-        native.predict_columns({"x1": [0.0, 9.0], "x2": [0.0, 0.0], "c": ["a", "a"]})
+    columns = {"x1": [0.0, 9.0], "x2": [0.0, 0.0], "c": ["a", "a"]}
+    with pytest.raises(
+        InputError,
+        match=r"row 1, field 'x1': 9\.0 is outside the valid range "
+        r"\[-2, 2\]\. The PMML declares these values invalid",
+    ):
+        native.predict_columns(columns)
+    with pytest.raises(InputError, match=r"row 10001, field 'x1'"):
+        native.predict_columns(columns, row_offset=10_000)
 
 
 # --- refusals --------------------------------------------------------------------------------

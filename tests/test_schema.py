@@ -174,3 +174,22 @@ def test_prepare_records_category_codes() -> None:
     assert batch.codes["Deductions"].tolist() == [1, 0, -1]
     assert batch.codes["origin"].tolist() == [2, 0, -1]
     assert "Age" not in batch.codes
+
+
+def test_booleans_are_not_integer_categories() -> None:
+    with pytest.raises(InputError, match=r"field 'origin': expected one of \[1, 2, 3\], got True"):
+        prepare(Age=[1], Employment=["Private"], Deductions=[True], origin=[True])
+
+
+def test_pandas_na_is_missing() -> None:
+    import pandas as pd
+
+    out = prepare(Age=[pd.NA], Employment=[pd.NA], Deductions=[pd.NA], origin=[pd.NA])
+    assert math.isnan(out["Age"][0])
+    assert out["Employment"].tolist() == [None] and out["origin"].tolist() == [None]
+
+
+def test_row_count_says_at_least_when_details_are_capped() -> None:
+    n = 1200
+    with pytest.raises(InputError, match="can't score at least 1000 row"):
+        prepare(Age=["x"] * n, Employment=["Private"] * n, Deductions=[True] * n, origin=[1] * n)

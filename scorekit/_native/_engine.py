@@ -112,7 +112,9 @@ class NativeScorer:
             if codes is not None and categories is not None:
                 env.codes[t.name] = (codes, categories)
         if self.active_treatments:
-            apply_field_treatments(env, self.active_treatments, self.manifest.ref)
+            apply_field_treatments(
+                env, self.active_treatments, self.manifest.ref, getattr(batch, "row_offset", 0)
+            )
         replace_missing(env, self.replacements)
         for name, fn in self.global_fields:
             env.columns[name] = fn(env)

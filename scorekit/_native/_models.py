@@ -7,7 +7,7 @@ import functools
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -731,6 +731,15 @@ class FieldTreatment:
     high: float
     missing_values: set[object]  # DataField Values with property="missing"
 
+    intervals: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def describe_valid(self) -> str:
+        brackets = {"closedClosed": "[]", "closedOpen": "[)", "openClosed": "(]", "openOpen": "()"}
+        return " or ".join(
+            f"{brackets.get(c, '[]')[0]}{lo}, {hi}{brackets.get(c, '[]')[1]}"
+            for c, lo, hi in self.intervals
+        )
+
     @property
     def has_work(self) -> bool:
         return bool(self.missing_values) or self.valid is not None or self.outliers != "asIs"
@@ -784,6 +793,14 @@ def compile_field_treatments(
                 outliers=outliers,
                 low=float(mining_field.get("lowValue", "-inf")),
                 high=float(mining_field.get("highValue", "inf")),
+                intervals=[
+                    (
+                        i.get("closure", "closedClosed"),
+                        i.get("leftMargin", "-inf"),
+                        i.get("rightMargin", "inf"),
+                    )
+                    for i in intervals
+                ],
                 missing_values={
                     parse_scalar(v.get("value", ""), dtype)
                     for v in children(data_field, "Value")
@@ -794,7 +811,9 @@ def compile_field_treatments(
     return treatments
 
 
-def apply_field_treatments(env: Env, treatments: list[FieldTreatment], model: str) -> None:
+def apply_field_treatments(
+    env: Env, treatments: list[FieldTreatment], model: str, row_offset: int = 0
+) -> None:
     """Outliers and invalid values of the input fields, before missing-value replacement."""
     problems: list[Problem] = []
     for t in treatments:
@@ -816,9 +835,10 @@ def apply_field_treatments(env: Env, treatments: list[FieldTreatment], model: st
                     for row in np.flatnonzero(bad)[:MAX_DETAILS]:
                         problems.append(
                             Problem(
-                                int(row),
+                                row_offset + int(row),
                                 t.name,
-                                f"{float(column[row])!r} is outside the valid range",
+                                f"{float(column[row])!r} is outside the valid range "
+                                f"{t.describe_valid()}",
                                 float(column[row]),
                             )
                         )
@@ -841,4 +861,8 @@ def apply_field_treatments(env: Env, treatments: list[FieldTreatment], model: st
     if problems:
         from .._schema import invalid_input_error
 
-        raise invalid_input_error(problems, model)
+        raise invalid_input_error(
+            problems,
+            model,
+            "The PMML declares these values invalid (invalidValueTreatment=returnInvalid).",
+        )
