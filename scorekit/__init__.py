@@ -1,8 +1,8 @@
 """scorekit: score scikit-learn pipelines exported as PMML and pickles, in functions, databases
 and batch jobs, with the same answers everywhere.
 
-Importing scorekit needs numpy only; scikit-learn, pandas, pypmml and boto3 are imported by the
-engines and tools that use them.
+Importing scorekit needs numpy only; scikit-learn, pandas, pypmml and boto3 are imported inside
+the engines and tools that use them, when they are used.
 """
 
 from ._bundle import MANIFEST_FILE, PICKLE_FILE, PMML_FILE, Bundle
@@ -21,13 +21,14 @@ from ._errors import (
     UnsupportedModelError,
     UsageError,
 )
-from ._loading import load_model, open_scorer, resolve_bundle
+from ._loading import load_model
 from ._manifest import Manifest
 from ._model import Model
 from ._output import PREDICTION, Scores, output_columns, probability_column
 from ._schema import MISSING_TOKENS, Field, InputSchema
 from ._scorer import ENGINES, Scorer
 from ._store import CHAMPION, ModelStore, open_store
+from ._training import train
 
 __version__ = "0.1.0"
 
@@ -62,19 +63,8 @@ __all__ = [
     "__version__",
     "database_url",
     "load_model",
-    "open_scorer",
     "open_store",
     "output_columns",
     "probability_column",
-    "resolve_bundle",
     "train",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # train() pulls in scikit-learn and sklearn2pmml: resolve it on first use, not at import.
-    if name == "train":
-        from ._training import train
-
-        return train
-    raise AttributeError(f"module 'scorekit' has no attribute {name!r}")

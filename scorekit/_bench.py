@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ._csvio import CsvReader
+from ._errors import UsageError
 from ._loading import load_model
 
 MODELS = (
@@ -102,6 +103,7 @@ def cold_start(ref: str, engine: str, store: str, record: dict[str, Any], runs: 
 
 
 def bench_engines(
+    target: str,
     data: Path,
     rows: int,
     calls: int,
@@ -115,9 +117,10 @@ def bench_engines(
 
     with CsvReader(data) as reader:
         raw = reader.read_all()
-    target = "Adjusted"
+    if target not in raw:
+        raise UsageError(f"--target {target!r} is not a column of {data}: {', '.join(raw)}")
     features = {k: v for k, v in raw.items() if k != target}
-    n_source = len(features["Age"])
+    n_source = len(next(iter(features.values())))
     reps = -(-rows // n_source)
     big = {k: (v * reps)[:rows] for k, v in features.items()}
     record = {k: v[0] for k, v in features.items()}
@@ -144,15 +147,19 @@ def bench_engines(
 
 
 def engines_markdown(
-    results: dict[str, dict[str, EngineFigures]], rows: int, repeats: int, cold_runs: int
+    data: Path,
+    results: dict[str, dict[str, EngineFigures]],
+    rows: int,
+    repeats: int,
+    cold_runs: int,
 ) -> str:
     today = dt.date.today().isoformat()
     lines = [
         "## Engines: `scorekit bench engines`",
         "",
         f"Measured {today} on {machine_description()}. One run, the same model and rows for "
-        f"every engine. Model: trained on data/audit.csv by `scorekit train`; rows: "
-        f"data/audit.csv repeated to {rows:,}. Batch: engine time on validated columns, median "
+        f"every engine. Model: trained on {data} by `scorekit train`; rows: "
+        f"{data} repeated to {rows:,}. Batch: engine time on validated columns, median "
         f"of {repeats}. One record: `predict_one` (dict in, dict out, validation included). "
         f"Cold start: a fresh Python process importing scorekit, loading the model from the "
         f"store and scoring one record, median of {cold_runs}.",
@@ -191,11 +198,25 @@ def write_section(path: Path, name: str, body: str) -> None:
 
 
 def run_engines(
-    data: Path, output: Path, rows: int, calls: int, slow_calls: int, repeats: int, cold_runs: int
+    data: Path,
+    target: str,
+    output: Path,
+    rows: int,
+    calls: int,
+    slow_calls: int,
+    repeats: int,
+    cold_runs: int,
 ) -> str:
     results = bench_engines(
-        data, rows, calls, slow_calls, repeats, cold_runs, lambda line: print(line, file=sys.stderr)
+        target,
+        data,
+        rows,
+        calls,
+        slow_calls,
+        repeats,
+        cold_runs,
+        lambda line: print(line, file=sys.stderr),
     )
-    body = engines_markdown(results, rows, repeats, cold_runs)
+    body = engines_markdown(data, results, rows, repeats, cold_runs)
     write_section(output, "engines", body)
     return body

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
     engines = bench_kinds.add_parser("engines", help="sklearn vs pypmml vs native, side by side")
     engines.add_argument("--data", default="data/audit.csv", help="training and scoring rows")
+    engines.add_argument("--target", default="Adjusted", help="the column to predict")
     engines.add_argument("--output", default="docs/benchmarks.md")
     engines.add_argument("--rows", type=int, default=100_000, help="batch size")
     engines.add_argument("--calls", type=int, default=10_000, help="one-record calls (native)")
@@ -274,6 +275,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(
         run_engines(
             Path(args.data),
+            args.target,
             Path(args.output),
             args.rows,
             args.calls,

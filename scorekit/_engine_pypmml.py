@@ -43,7 +43,6 @@ class PypmmlScorer:
     def __init__(self, model: Any, manifest: Manifest) -> None:
         self.model = model
         self.manifest = manifest
-        self._fields = manifest.schema.fields
         outputs = set(model.outputNames)
         if manifest.task == "classification":
             # probability(c) from an Output element, else pypmml's own default probability_c.
@@ -78,23 +77,8 @@ class PypmmlScorer:
         return cls(model, bundle.manifest)
 
     def score(self, batch: Mapping[str, np.ndarray]) -> Scores:
-        import pandas as pd
-
-        n_rows = len(next(iter(batch.values()))) if batch else 0
-        classification = self.manifest.task == "classification"
-        if n_rows == 0:
-            if classification:
-                k = len(self.manifest.classes or [])
-                return Scores(np.empty(0, dtype=object), np.empty((0, k)))
-            return Scores(np.empty(0, dtype=np.float64))
-        frame = pd.DataFrame(
-            {
-                f.name: pd.Series(batch[f.name], dtype=np.float64 if f.is_continuous else object)
-                for f in self._fields
-            }
-        )
-        result = self.model.predict(frame)
-        if classification:
+        result = self.model.predict(self.manifest.schema.frame(batch))
+        if self.manifest.task == "classification":
             probabilities = result[self._probability_columns].to_numpy(dtype=np.float64)
             return Scores(
                 labels_from_probabilities(probabilities, self.manifest.classes or []),

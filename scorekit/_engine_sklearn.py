@@ -22,7 +22,7 @@ def installed_sklearn_version() -> str:
     except metadata.PackageNotFoundError as exc:
         raise EngineUnavailableError(
             "the sklearn engine needs scikit-learn, which is not installed; install "
-            "'scorekit[train]' or use engine='pypmml'"
+            "'scorekit[train]' or score the PMML with engine='native' or 'pypmml'"
         ) from exc
 
 
@@ -34,7 +34,7 @@ def check_sklearn_version(manifest: Manifest) -> None:
         raise IncompatibleModelError(
             f"model.pkl of {manifest.ref} was made with scikit-learn {recorded}, but scikit-learn "
             f"{installed} is installed; a pickle is only safe with the version that made it. "
-            f"Install scikit-learn=={recorded}, or score the PMML with engine='pypmml'."
+            f"Install scikit-learn=={recorded}, or score the PMML with engine='native' or 'pypmml'."
         )
 
 
@@ -55,7 +55,7 @@ def unpickle(data: bytes, where: str) -> Any:
             raise IncompatibleModelError(
                 f"{where} was pickled with scikit-learn {exc.original_sklearn_version}, but "
                 f"scikit-learn {exc.current_sklearn_version} is installed; use the version that "
-                "made it, or score the PMML with engine='pypmml'."
+                "made it, or score the PMML with engine='native' or 'pypmml'."
             ) from exc
         except Exception as exc:
             raise IntegrityError(
@@ -69,7 +69,6 @@ class SklearnScorer:
     def __init__(self, pipeline: Any, manifest: Manifest) -> None:
         self.pipeline = pipeline
         self.manifest = manifest
-        self._fields = manifest.schema.fields
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> SklearnScorer:
@@ -77,26 +76,11 @@ class SklearnScorer:
         data = bundle.read(PICKLE_FILE)  # sha256 checked before unpickling
         return cls(unpickle(data, f"{bundle.where}/{PICKLE_FILE}"), bundle.manifest)
 
-    def _frame(self, batch: Mapping[str, np.ndarray]) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                f.name: pd.Series(batch[f.name], dtype=np.float64 if f.is_continuous else object)
-                for f in self._fields
-            }
-        )
-
     def score(self, batch: Mapping[str, np.ndarray]) -> Scores:
-        frame = self._frame(batch)
+        frame = self.manifest.schema.frame(batch)
         n_rows = len(frame)
         if self.manifest.task == "regression":
-            if n_rows == 0:
-                return Scores(np.empty(0, dtype=np.float64))
             return Scores(np.asarray(self.pipeline.predict(frame), dtype=np.float64))
-        classes = list(self.manifest.classes or [])
-        if n_rows == 0:
-            return Scores(np.empty(0, dtype=object), np.empty((0, len(classes))))
         probabilities = np.asarray(self.pipeline.predict_proba(frame), dtype=np.float64)
         labels = np.empty(n_rows, dtype=object)
         labels[:] = np.asarray(self.pipeline.predict(frame)).tolist()

@@ -149,8 +149,11 @@ def load_model(
 
     ``source``: a .pmml or .pkl file, a bundle directory, or a store reference ``name``
     (its champion), ``name@champion`` or ``name@<version>``. ``store``: a directory or
-    ``s3://bucket/prefix`` (default ``$SCOREKIT_STORE`` or ``pmml/``). ``engine``: "auto",
-    "sklearn" or "pypmml".
+    ``s3://bucket/prefix`` (default ``$SCOREKIT_STORE`` or ``pmml/``). ``engine``: "auto"
+    (default: native, then pypmml, then sklearn), "native", "pypmml" or "sklearn". A path to a
+    .pkl file means that pickle: "auto" then scores it with the sklearn engine.
     """
     bundle = resolve_bundle(source, store)
+    if engine == "auto" and os.fspath(source).endswith(".pkl"):
+        engine = "sklearn"
     return Model(bundle.manifest, open_scorer(bundle, engine))

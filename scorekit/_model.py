@@ -9,14 +9,12 @@ import numpy as np
 
 from ._errors import InputError, Problem
 from ._manifest import Manifest
-from ._output import output_columns
+from ._output import Scores, output_columns
 from ._schema import MAX_DETAILS, invalid_input_error
 from ._scorer import Scorer
 
 if TYPE_CHECKING:
     import pandas as pd
-
-_ABSENT = object()
 
 
 def _python_value(value: Any) -> Any:
@@ -74,6 +72,8 @@ class Model:
         """Score a batch given as columns (name -> values); rows in errors count from row_offset."""
         batch = self.manifest.schema.prepare(columns, self.ref, row_offset)
         n_rows = len(next(iter(batch.values()))) if batch else 0
+        if n_rows == 0:  # engines never see an empty batch
+            return Scores.empty(self.task, len(self.classes or [])).columns(self.classes)
         scores = self.scorer.score(batch)
         if len(scores.prediction) != n_rows:  # an engine bug, never a client's mistake
             raise RuntimeError(

@@ -33,6 +33,12 @@ class Scores:
     prediction: np.ndarray
     probabilities: np.ndarray | None = None
 
+    @classmethod
+    def empty(cls, task: str, n_classes: int) -> Scores:
+        if task == "classification":
+            return cls(np.empty(0, dtype=object), np.empty((0, n_classes)))
+        return cls(np.empty(0, dtype=np.float64))
+
     def columns(self, classes: Sequence[Any] | None) -> dict[str, np.ndarray]:
         out = {PREDICTION: self.prediction}
         if self.probabilities is not None:

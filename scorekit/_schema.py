@@ -299,6 +299,18 @@ class InputSchema:
     def from_list(cls, data: Iterable[Mapping[str, Any]]) -> InputSchema:
         return cls(tuple(Field.from_dict(d) for d in data))
 
+    def frame(self, columns: Mapping[str, np.ndarray]) -> Any:
+        """Prepared columns as a pandas DataFrame (float64 for continuous fields, object for
+        categorical ones), as the sklearn and pypmml engines and training take them."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                f.name: pd.Series(columns[f.name], dtype=np.float64 if f.is_continuous else object)
+                for f in self.fields
+            }
+        )
+
     def check_columns(self, available: Iterable[str], model: str) -> None:
         """Raise MissingColumnsError naming every required field not in ``available``."""
         present = set(available)

@@ -8,6 +8,7 @@ the output contract's Scores. Every engine passes the same contract tests (tests
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Protocol
 
 import numpy as np
@@ -49,8 +50,10 @@ def _pypmml(bundle: Bundle) -> Scorer:
     return PypmmlScorer.from_bundle(bundle)
 
 
-# Name -> factory. Each factory imports its engine's libraries only when called.
-ENGINES: dict[str, EngineFactory] = {"native": _native, "sklearn": _sklearn, "pypmml": _pypmml}
+# Name -> factory (read-only). Each factory imports its engine's libraries only when called.
+ENGINES: Mapping[str, EngineFactory] = MappingProxyType(
+    {"native": _native, "sklearn": _sklearn, "pypmml": _pypmml}
+)
 # The order engine="auto" tries; the first that can score the model wins. native needs numpy
 # only; pypmml is the reference implementation (but starts a JVM); the pickle needs the exact
 # scikit-learn that made it.

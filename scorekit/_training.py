@@ -290,14 +290,7 @@ def train(
     check_name(name)
     model_store = open_store(store)
     training = load_training_data(data, target, task=task, categorical=categorical, invalid=invalid)
-    frame = pd.DataFrame(
-        {
-            f.name: pd.Series(
-                training.columns[f.name], dtype=np.float64 if f.is_continuous else object
-            )
-            for f in training.schema.fields
-        }
-    )
+    frame = training.schema.frame(training.columns)
     y = training.target
     stratify = y if training.task == "classification" else None
     x_train, x_test, y_train, y_test = train_test_split(

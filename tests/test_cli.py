@@ -388,3 +388,17 @@ def test_utf8_bom_and_blank_lines(capsys, store: str, tmp_path: Path) -> None:
         "2",
     )
     assert code == 3 and "row 2, field 'Age'" in err  # blank lines are not rows
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rows", "0"], "--rows must be at least 1"),
+        (["--data", "nowhere.csv"], "--data nowhere.csv does not exist"),
+        (["--target", "Nope"], "--target 'Nope' is not a column"),
+    ],
+)
+def test_bench_argument_errors(capsys, argv: list[str], message: str, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "bench", "engines", "--output", str(tmp_path / "b.md"), *argv)
+    assert code == 2 and message in err
+    assert not (tmp_path / "b.md").exists()

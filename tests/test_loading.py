@@ -168,3 +168,9 @@ def test_record_errors_name_row_field_and_value(bundle_dir: Path) -> None:
         model.predict_one(["not", "a", "dict"])  # type: ignore[arg-type]
     with pytest.raises(scorekit.InputError, match=r"row 1, field 'Age': expected a number"):
         model.predict_records([RECORD, {**RECORD, "Age": "old"}])
+
+
+def test_a_path_to_a_pickle_scores_that_pickle(bundle_dir: Path) -> None:
+    assert load_model(bundle_dir / "model.pkl").engine == "sklearn"
+    assert load_model(bundle_dir / "model.pmml").engine == "native"
+    assert load_model(bundle_dir).engine == "native"

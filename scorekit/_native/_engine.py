@@ -14,7 +14,7 @@ from .._errors import UnsupportedModelError
 from .._manifest import Manifest
 from .._output import Scores, labels_from_probabilities
 from .._pmml_header import child, children, local, model_element, parse_pmml, parse_value
-from ._expr import NUM, Compiler, Env, FieldType, kind_of, to_float32_precision
+from ._expr import NUM, Compiler, Env, FieldType, as_text, kind_of, to_float32_precision
 from ._models import (
     Context,
     apply_field_treatments,
@@ -104,7 +104,7 @@ class NativeScorer:
                     column = to_float32_precision(column)
             elif column.dtype != object:
                 text = np.empty(n, dtype=object)
-                text[:] = [None if math.isnan(v) else _as_text(v) for v in column.tolist()]
+                text[:] = [None if math.isnan(v) else as_text(v) for v in column.tolist()]
                 column = text
             env.columns[t.name] = column
             codes = getattr(batch, "codes", {}).get(t.name)
@@ -126,10 +126,6 @@ class NativeScorer:
 
     def _score(self, batch: Mapping[str, np.ndarray]) -> Scores:
         env = self._env(batch)
-        if env.n == 0:
-            if self.classification:
-                return Scores(np.empty(0, dtype=object), np.empty((0, len(self._order))))
-            return Scores(np.empty(0, dtype=np.float64))
         result = self.plan.evaluate(env)
         if not self.classification:
             assert result.value is not None
@@ -221,10 +217,6 @@ class NativeScorer:
             elif feature == "predictedValue":
                 outputs[name] = lambda s: s.prediction
         return outputs
-
-
-def _as_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
 
 
 def _agrees(ours: Any, text: str, precision: float, zero: float) -> bool:

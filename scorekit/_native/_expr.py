@@ -112,11 +112,6 @@ def full(env: Env, value: Any, kind: str) -> np.ndarray:
     return column
 
 
-def as_bool(values: np.ndarray) -> np.ndarray:
-    """1.0/0.0/NaN for a boolean mask with unknowns already NaN-marked elsewhere."""
-    return values.astype(np.float64)
-
-
 def compare(op: str, left: np.ndarray, right: Any) -> np.ndarray:
     """Three-valued comparison of a column with a column or scalar: 1.0, 0.0, or NaN if missing."""
     unknown = missing_mask(left)
@@ -614,7 +609,7 @@ def _concat(args: list[Expr]) -> Fn:
         out[:] = [
             None
             if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
-            else "".join(_as_text(v) for v in values)
+            else "".join(as_text(v) for v in values)
             for values in zip(*columns, strict=True)
         ]
         return out
@@ -622,14 +617,15 @@ def _concat(args: list[Expr]) -> Fn:
     return fn
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A value as PMML text: integral floats without a decimal point."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
 
 
-def _logistic(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+def logistic(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
 
 
 _FUNCTIONS: dict[str, tuple[str, Builder]] = {
@@ -666,7 +662,7 @@ _FUNCTIONS: dict[str, tuple[str, Builder]] = {
     "sinh": (NUM, _unary(np.sinh)),
     "cosh": (NUM, _unary(np.cosh)),
     "tanh": (NUM, _unary(np.tanh)),
-    "x-sigmoid": (NUM, _unary(_logistic)),
+    "x-sigmoid": (NUM, _unary(logistic)),
     "threshold": (NUM, _threshold),
     "equal": (NUM, _comparison("equal")),
     "notEqual": (NUM, _comparison("notEqual")),
@@ -688,4 +684,3 @@ _FUNCTIONS: dict[str, tuple[str, Builder]] = {
     "trimBlanks": (STR, _string_map(str.strip)),
     "concat": (STR, _concat),
 }
-SUPPORTED_FUNCTIONS = tuple(sorted(_FUNCTIONS))

@@ -23,6 +23,7 @@ from ._expr import (
     Env,
     FieldType,
     Fn,
+    logistic,
     missing_mask,
     parse_scalar,
     unsupported,
@@ -37,13 +38,9 @@ class Result:
     value: np.ndarray | None = None  # (n,)
     probabilities: np.ndarray | None = None  # (n, k), in the model's category order
 
-    def label_index(self) -> np.ndarray:
-        assert self.probabilities is not None
-        return np.argmax(np.nan_to_num(self.probabilities, nan=-1.0), axis=1)
 
-
-class Model:
-    """A compiled model: ``evaluate(env)`` returns its Result for every row of env."""
+class Plan:
+    """A compiled PMML model: ``evaluate(env)`` returns its Result for every row of env."""
 
     function: str
     categories: list[str] | None
@@ -82,7 +79,7 @@ def categories_of(target: str | None, data_fields: dict[str, ET.Element]) -> lis
     return values or None
 
 
-def compile_model(element: ET.Element, context: Context, *, top_level: bool = False) -> Model:
+def compile_model(element: ET.Element, context: Context, *, top_level: bool = False) -> Plan:
     """Any supported model element, with its mining schema, transformations and targets. The
     top-level model's missing-value replacements are applied by the scorer, before the
     TransformationDictionary, so they are not repeated here."""
@@ -99,7 +96,7 @@ def compile_model(element: ET.Element, context: Context, *, top_level: bool = Fa
     local_fields = compile_local_transformations(element, compiler)
     inner = Context(compiler, target, categories, context.data_fields)
     tag = local(element.tag)
-    core: Model
+    core: Plan
     if tag == "RegressionModel":
         core = RegressionPlan(element, inner, function)
     elif tag == "TreeModel":
@@ -115,12 +112,12 @@ def compile_model(element: ET.Element, context: Context, *, top_level: bool = Fa
     return Wrapped(core, replacements, local_fields, targets)
 
 
-class Wrapped(Model):
+class Wrapped(Plan):
     """A model with its own missing-value replacements, derived fields or target rescaling."""
 
     def __init__(
         self,
-        core: Model,
+        core: Plan,
         replacements: dict[str, object],
         local_fields: list[tuple[str, Fn]],
         targets: Callable[[np.ndarray], np.ndarray] | None,
@@ -256,18 +253,13 @@ def _remap(index: dict[Any, int], other: int, categories: tuple[Any, ...]) -> np
     return _remap_cached(tuple(index.items()), other, categories)
 
 
-def _logistic(y: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-y))
-
-
 def _probit(y: np.ndarray) -> np.ndarray:
     erf = np.frompyfunc(math.erf, 1, 1)
     return np.asarray(0.5 * (1.0 + np.asarray(erf(y / math.sqrt(2.0)), dtype=np.float64)))
 
 
 _LINKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "logit": _logistic,
+    "logit": logistic,
     "probit": _probit,
     "cloglog": lambda y: 1.0 - np.exp(-np.exp(y)),
     "loglog": lambda y: np.exp(-np.exp(-y)),
@@ -277,7 +269,7 @@ _LINKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-class RegressionPlan(Model):
+class RegressionPlan(Plan):
     def __init__(self, element: ET.Element, context: Context, function: str) -> None:
         self.function = function
         self.categories = context.categories
@@ -377,7 +369,7 @@ class RegressionPlan(Model):
             if self.normalization == "exp":
                 y = np.exp(y)
             elif self.normalization in ("softmax", "logit"):
-                y = _logistic(y)
+                y = logistic(y)
             return Result(value=y)
         assert self.categories is not None
         ys = np.column_stack([table(env) for table in self.tables])
@@ -402,7 +394,7 @@ class RegressionPlan(Model):
 
 
 # --- TreeModel and segmentations of trees --------------------------------------------------------
-class ForestPlan(Model):
+class ForestPlan(Plan):
     """One or more TreeModels walked together, combined by a segmentation method."""
 
     def __init__(
@@ -484,7 +476,7 @@ def combine_segments(
 _AGGREGATES = ("sum", "average", "weightedAverage", "majorityVote", "weightedMajorityVote")
 
 
-def compile_mining_model(element: ET.Element, context: Context, function: str) -> Model:
+def compile_mining_model(element: ET.Element, context: Context, function: str) -> Plan:
     segmentation = child(element, "Segmentation")
     if segmentation is None:
         raise unsupported(element, "a MiningModel without Segmentation")
@@ -545,7 +537,7 @@ def _is_plain_tree(segment: ET.Element, model: ET.Element) -> bool:
     )
 
 
-class AggregatePlan(Model):
+class AggregatePlan(Plan):
     """A segmentation of arbitrary models combined by sum, average or (weighted) votes."""
 
     def __init__(
@@ -584,7 +576,7 @@ class AggregatePlan(Model):
         return Result(probabilities=combined)
 
 
-class SelectFirstPlan(Model):
+class SelectFirstPlan(Plan):
     """The first segment whose predicate holds answers for the row."""
 
     def __init__(
@@ -621,14 +613,14 @@ class SelectFirstPlan(Model):
         return Result(probabilities=out)
 
 
-class ChainPlan(Model):
+class ChainPlan(Plan):
     """modelChain: each segment's Output fields become inputs of the segments after it."""
 
     def __init__(self, segments: list[ET.Element], context: Context, function: str) -> None:
         self.function = function
         self.categories = context.categories
         compiler = Compiler(context.compiler.types)
-        self.steps: list[tuple[Model, list[tuple[str, OutputFn]]]] = []
+        self.steps: list[tuple[Plan, list[tuple[str, OutputFn]]]] = []
         for segment in segments:
             predicate = [e for e in segment if local(e.tag) in PREDICATES]
             if len(predicate) != 1 or local(predicate[0].tag) != "True":
@@ -675,7 +667,7 @@ def _transformed(expression: Fn) -> OutputFn:
 
 
 def compile_outputs(
-    element: ET.Element, model: Model, compiler: Compiler
+    element: ET.Element, model: Plan, compiler: Compiler
 ) -> list[tuple[str, OutputFn]]:
     """A segment's OutputFields, as columns the following segments may read."""
     output = child(element, "Output")
