@@ -190,8 +190,19 @@ class Field:
     def _prepare_continuous(
         self, values: Sequence[Any] | np.ndarray, row_offset: int
     ) -> tuple[np.ndarray, list[Problem]]:
+        column = None
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
             column = values.astype(np.float64, copy=True)
+        elif _all_text(values):
+            # Text (CSV cells): numpy parses a whole column at once; anything it can't read
+            # (stray text, odd spacing around a missing token) takes the per-value path.
+            try:
+                column = np.array(
+                    ["nan" if v in MISSING_TOKENS else v for v in values], dtype=np.float64
+                )
+            except ValueError:
+                column = None
+        if column is not None:
             bad = np.flatnonzero(np.isinf(column))
         else:
             parsed = [_to_float(v) for v in values]
@@ -227,18 +238,26 @@ class Field:
         problems: list[Problem] = []
         lookup = self._lookup
         allowed = self.categories
-        # True == 1 in Python: keep booleans from matching integer or double categories.
-        numeric = self.dtype in ("integer", "double")
-        for i, raw in enumerate(values):
-            try:
-                entry = lookup.get(raw, _INVALID)
-            except TypeError:  # unhashable, e.g. a JSON list where a value was expected
-                entry = _INVALID
-            if numeric and isinstance(raw, bool | np.bool_):
-                entry = _INVALID
-            if entry is not _INVALID:
-                column[i], codes[i] = entry
+        # One C-level pass over the values; only the misses (missing, unseen, odd types, and
+        # booleans for numeric fields, since True == 1 in Python) are looked at one by one.
+        try:
+            entries: list[Any] = list(map(lookup.get, values))
+        except TypeError:  # an unhashable value somewhere, e.g. a JSON list
+            entries = [lookup.get(v) if _hashable(v) else None for v in values]
+        if self.dtype in ("integer", "double"):
+            for i in _indexes_of_type(values, bool):
+                entries[i] = None
+        hits = [i for i, entry in enumerate(entries) if entry is not None]
+        if len(hits) == n:
+            column[:] = [entry[0] for entry in entries]
+            codes[:] = [entry[1] for entry in entries]
+        else:
+            for i in hits:
+                column[i], codes[i] = entries[i]
+        for i, entry in enumerate(entries):
+            if entry is not None:
                 continue
+            raw = values[i]
             value = _to_canonical(self.dtype, raw) if _hashable(raw) else _INVALID
             if value is None:
                 continue  # missing
@@ -247,15 +266,27 @@ class Field:
                 continue
             if value is not _INVALID:
                 problem = f"unseen category {raw!r}; expected {self.expected()}"
-                entry = lookup.get(value, _INVALID)
-                if entry is not _INVALID:
-                    column[i], codes[i] = entry
+                found = lookup.get(value)
+                if found is not None:
+                    column[i], codes[i] = found
                     continue
             else:
                 problem = f"expected {self.expected()}, got {raw!r}"
             if self.invalid_treatment != "as_missing" and len(problems) < MAX_DETAILS:
                 problems.append(Problem(row_offset + i, self.name, problem, _json_safe(raw)))
         return column, problems, codes if allowed is not None else None
+
+
+def _all_text(values: Sequence[Any] | np.ndarray) -> bool:
+    if isinstance(values, np.ndarray):
+        return values.dtype.kind == "U"
+    return all(type(v) is str for v in values)
+
+
+def _indexes_of_type(values: Sequence[Any] | np.ndarray, kind: type) -> list[int]:
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return list(range(len(values))) if values.dtype.kind == "b" else []
+    return [i for i, v in enumerate(values) if isinstance(v, kind | np.bool_)]
 
 
 def _hashable(value: Any) -> bool:

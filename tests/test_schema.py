@@ -193,3 +193,21 @@ def test_row_count_says_at_least_when_details_are_capped() -> None:
     n = 1200
     with pytest.raises(InputError, match="can't score at least 1000 row"):
         prepare(Age=["x"] * n, Employment=["Private"] * n, Deductions=[True] * n, origin=[1] * n)
+
+
+TEXT_CELLS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(-(10**6), 10**6).map(str),
+    st.sampled_from(["", "NA", "N/A", "nan", " 12 ", "1e999", "-inf", "abc", "1,5", " NA "]),
+    st.text(max_size=6),
+)
+
+
+@given(st.lists(TEXT_CELLS, max_size=30))
+def test_whole_column_parsing_equals_value_by_value(cells: list[str]) -> None:
+    """The fast path (numpy parses the column) must agree with reading each cell alone."""
+    column, problems = AGE.prepare(cells)
+    one_by_one = [AGE.prepare([cell]) for cell in cells]
+    assert [p.row for p in problems] == [i for i, (_, found) in enumerate(one_by_one) if found]
+    expected = [values[0] for values, _ in one_by_one]
+    np.testing.assert_array_equal(column, np.array(expected, dtype=np.float64))
