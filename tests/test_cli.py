@@ -31,6 +31,25 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def score(
+    capsys: pytest.CaptureFixture[str], store: str, source: object, target: object, *extra: str
+) -> tuple[int, str, str]:
+    """scorekit score with the test model: source CSV to target CSV."""
+    return run(
+        capsys,
+        "score",
+        "--model",
+        MODEL,
+        "--store",
+        store,
+        "--input",
+        str(source),
+        "--output",
+        str(target),
+        *extra,
+    )
+
+
 def write(path: Path, *lines: str) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -40,17 +59,11 @@ def test_score_writes_the_contract_and_keeps_columns(
     capsys, store: str, data_dir: Path, tmp_path: Path
 ) -> None:
     out_path = tmp_path / "scored.csv"
-    code, _, err = run(
+    code, _, err = score(
         capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
         store,
-        "--input",
-        str(data_dir / "audit_na.csv"),
-        "--output",
-        str(out_path),
+        data_dir / "audit_na.csv",
+        out_path,
         "--keep",
         "Age",
         "Income",
@@ -74,41 +87,14 @@ def test_chunked_and_whole_file_scoring_agree(
     outputs = []
     for chunk in ("7", "100000"):
         target = tmp_path / f"out-{chunk}.csv"
-        assert (
-            run(
-                capsys,
-                "score",
-                "--model",
-                MODEL,
-                "--store",
-                store,
-                "--input",
-                str(data_dir / "audit.csv"),
-                "--output",
-                str(target),
-                "--chunk-size",
-                chunk,
-            )[0]
-            == 0
-        )
+        assert score(capsys, store, data_dir / "audit.csv", target, "--chunk-size", chunk)[0] == 0
         outputs.append(target.read_text())
     assert outputs[0] == outputs[1]
 
 
 def test_missing_column_names_column_and_model(capsys, store: str, tmp_path: Path) -> None:
     bad = write(tmp_path / "in.csv", "Age,Employment", "38,Private")
-    code, _, err = run(
-        capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
-        store,
-        "--input",
-        str(bad),
-        "--output",
-        str(tmp_path / "out.csv"),
-    )
+    code, _, err = score(capsys, store, bad, tmp_path / "out.csv")
     assert code == 3
     assert "missing 7 field(s)" in err and "Education" in err and f"{MODEL}@1" in err
     assert "Traceback" not in err
@@ -120,20 +106,7 @@ def test_bad_value_fails_and_writes_nothing(capsys, store: str, tmp_path: Path) 
     bad = write(tmp_path / "in.csv", AUDIT_HEADER, *rows)
     out = tmp_path / "out.csv"
     out.write_text("previous results\n")
-    code, _, err = run(
-        capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
-        store,
-        "--input",
-        str(bad),
-        "--output",
-        str(out),
-        "--chunk-size",
-        "2",
-    )
+    code, _, err = score(capsys, store, bad, out, "--chunk-size", "2")
     assert code == 3
     assert "row 5, field 'Employment': unseen category 'Martian'" in err
     assert "'Consultant', 'PSFederal'" in err
@@ -147,18 +120,7 @@ def test_non_numeric_value_is_named(capsys, store: str, tmp_path: Path) -> None:
         AUDIT_HEADER,
         "thirty,Private,College,Unmarried,Service,81838,Female,FALSE,72",
     )
-    code, _, err = run(
-        capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
-        store,
-        "--input",
-        str(bad),
-        "--output",
-        str(tmp_path / "o.csv"),
-    )
+    code, _, err = score(capsys, store, bad, tmp_path / "o.csv")
     assert code == 3 and "row 0, field 'Age': expected a number, got 'thirty'" in err
 
 
@@ -175,65 +137,17 @@ def test_malformed_csv_is_refused(
 ) -> None:
     bad = tmp_path / "in.csv"
     bad.write_text(content)
-    code, _, err = run(
-        capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
-        store,
-        "--input",
-        str(bad),
-        "--output",
-        str(tmp_path / "o.csv"),
-    )
+    code, _, err = score(capsys, store, bad, tmp_path / "o.csv")
     assert code == 3 and message in err
 
 
 def test_usage_errors(capsys, store: str, data_dir: Path, tmp_path: Path) -> None:
     audit = str(data_dir / "audit.csv")
-    code, _, err = run(
-        capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
-        store,
-        "--input",
-        audit,
-        "--output",
-        str(tmp_path / "o.csv"),
-        "--keep",
-        "Nope",
-    )
+    code, _, err = score(capsys, store, audit, tmp_path / "o.csv", "--keep", "Nope")
     assert code == 2 and "--keep names column(s) not in" in err and "Nope" in err
-    code, _, err = run(
-        capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
-        store,
-        "--input",
-        audit,
-        "--output",
-        str(tmp_path / "o.csv"),
-        "--chunk-size",
-        "0",
-    )
+    code, _, err = score(capsys, store, audit, tmp_path / "o.csv", "--chunk-size", "0")
     assert code == 2 and "--chunk-size" in err
-    code, _, err = run(
-        capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
-        store,
-        "--input",
-        str(tmp_path / "absent.csv"),
-        "--output",
-        str(tmp_path / "o.csv"),
-    )
+    code, _, err = score(capsys, store, tmp_path / "absent.csv", tmp_path / "o.csv")
     assert code == 3 and "does not exist" in err
 
 
@@ -351,18 +265,7 @@ def test_console_script_runs(tmp_path: Path) -> None:
 def test_utf8_bom_and_blank_lines(capsys, store: str, tmp_path: Path) -> None:
     bom = tmp_path / "bom.csv"
     bom.write_text("\ufeff" + AUDIT_HEADER + "\n" + GOOD_ROW + "\n", encoding="utf-8")
-    code, _, err = run(
-        capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
-        store,
-        "--input",
-        str(bom),
-        "--output",
-        str(tmp_path / "o.csv"),
-    )
+    code, _, err = score(capsys, store, bom, tmp_path / "o.csv")
     assert code == 0, err
     blanks = write(
         tmp_path / "blanks.csv",
@@ -373,20 +276,7 @@ def test_utf8_bom_and_blank_lines(capsys, store: str, tmp_path: Path) -> None:
         GOOD_ROW,
         "thirty,Private,College,Unmarried,Service,81838,Female,FALSE,72",
     )
-    code, _, err = run(
-        capsys,
-        "score",
-        "--model",
-        MODEL,
-        "--store",
-        store,
-        "--input",
-        str(blanks),
-        "--output",
-        str(tmp_path / "o.csv"),
-        "--chunk-size",
-        "2",
-    )
+    code, _, err = score(capsys, store, blanks, tmp_path / "o.csv", "--chunk-size", "2")
     assert code == 3 and "row 2, field 'Age'" in err  # blank lines are not rows
 
 

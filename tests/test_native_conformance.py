@@ -85,6 +85,13 @@ def agree(native: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> No
             np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOLERANCE, err_msg=name)
 
 
+def agree_on_random_rows(pair: Any, text: str, name: str, missing: float = 0.15) -> None:
+    """Load ``text`` in both engines and compare them on a random batch."""
+    native, reference = pair(text, name)
+    columns = random_columns(missing=missing)
+    agree(native.predict_columns(columns), reference.predict_columns(columns))
+
+
 RNG = np.random.default_rng(7)
 N_RANDOM = 200
 
@@ -205,9 +212,7 @@ RECORDS = st.fixed_dictionaries(
 
 @pytest.mark.parametrize("name", sorted(EXPRESSIONS))
 def test_function_matches_the_reference_on_random_batches(pair, name: str) -> None:
-    native, reference = pair(expression_document(EXPRESSIONS[name]), name)
-    columns = random_columns()
-    agree(native.predict_columns(columns), reference.predict_columns(columns))
+    agree_on_random_rows(pair, expression_document(EXPRESSIONS[name]), name)
 
 
 @pytest.mark.parametrize("name", ["divide", "if", "isIn", "map-values", "discretize", "round"])
@@ -243,9 +248,7 @@ def test_binary_normalisations(pair, method: str) -> None:
         f'{mining_schema()}{TABLES}<RegressionTable intercept="0" targetCategory="no"/>'
         "</RegressionModel>"
     )
-    native, reference = pair(document(model, BINARY_TARGET), method)
-    columns = random_columns(missing=0.0)
-    agree(native.predict_columns(columns), reference.predict_columns(columns))
+    agree_on_random_rows(pair, document(model, BINARY_TARGET), method, missing=0.0)
 
 
 @pytest.mark.parametrize("method", ["softmax", "simplemax"])
@@ -262,9 +265,7 @@ def test_multiclass_normalisations(pair, method: str) -> None:
         '<CategoricalPredictor name="c" value="a" coefficient="1.5"/></RegressionTable>'
         "</RegressionModel>"
     )
-    native, reference = pair(document(model, CLASS_TARGET), method)
-    columns = random_columns(missing=0.0)
-    agree(native.predict_columns(columns), reference.predict_columns(columns))
+    agree_on_random_rows(pair, document(model, CLASS_TARGET), method, missing=0.0)
 
 
 @pytest.mark.parametrize("method", ["none", "exp"])
@@ -277,9 +278,7 @@ def test_regression_normalisations_and_terms(pair, method: str) -> None:
         '<PredictorTerm coefficient="0.02"><FieldRef field="x1"/><FieldRef field="x2"/>'
         "</PredictorTerm></RegressionTable></RegressionModel>"
     )
-    native, reference = pair(document(model), method)
-    columns = random_columns(missing=0.0)
-    agree(native.predict_columns(columns), reference.predict_columns(columns))
+    agree_on_random_rows(pair, document(model), method, missing=0.0)
 
 
 # --- trees: predicates, missing-value and no-true-child strategies ----------------------------
