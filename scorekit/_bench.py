@@ -175,8 +175,8 @@ def engines_markdown(
             vs_sklearn = f.rows_per_s / figures["sklearn"].rows_per_s
             vs_pypmml = f.rows_per_s / figures["pypmml"].rows_per_s
             lines.append(
-                f"| {label} | {engine} | {f.rows_per_s:,.0f} | {vs_sklearn:.2f}x | "
-                f"{vs_pypmml:.1f}x | {f.one_median_us:,.1f} | {f.one_p99_us:,.1f} | "
+                f"| {label} | {engine} | {f.rows_per_s:,.0f} | {vs_sklearn:.3g}x | "
+                f"{vs_pypmml:.3g}x | {f.one_median_us:,.1f} | {f.one_p99_us:,.1f} | "
                 f"{f.calls:,} | {f.cold_start_s:.2f} |"
             )
     return "\n".join(lines) + "\n"
