@@ -9,7 +9,7 @@ import numpy as np
 
 from ._errors import InputError, Problem
 from ._manifest import Manifest
-from ._output import Scores, output_columns
+from ._output import PREDICTION, Scores, output_columns
 from ._schema import MAX_DETAILS, invalid_input_error
 from ._scorer import Scorer
 
@@ -117,7 +117,17 @@ class Model:
         names = self.manifest.schema.names
         if not all(name in record for name in names):
             return self.predict_records([record])[0]  # raises, naming the absent fields
-        scored = self.predict_columns({name: [record[name]] for name in names})
+        columns = {name: [record[name]] for name in names}
+        score_one = getattr(self.scorer, "score_one", None)
+        if score_one is not None:  # an engine's one-record path, where it has one
+            one = score_one(self.manifest.schema.prepare(columns, self.ref))
+            if one is not None:
+                prediction, probabilities = one
+                out = {PREDICTION: prediction}
+                if probabilities is not None:
+                    out.update(zip(self.output_columns[1:], probabilities, strict=True))
+                return out
+        scored = self.predict_columns(columns)
         return {name: _python_value(values[0]) for name, values in scored.items()}
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:

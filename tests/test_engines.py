@@ -188,3 +188,38 @@ def test_native_gives_the_same_answers_with_and_without_category_codes(
     np.testing.assert_array_equal(with_codes.prediction, without.prediction)
     if with_codes.probabilities is not None:
         np.testing.assert_array_equal(with_codes.probabilities, without.probabilities)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "algorithm"),
+    [
+        ("audit_na", "logreg"),
+        ("audit_na", "gbm"),
+        ("audit_na", "hgb"),
+        ("audit_na", "forest"),
+        ("audit", "tree"),
+        ("iris", "gbm"),
+        ("auto", "logreg"),
+        ("auto", "gbm"),
+    ],
+)
+def test_native_one_record_path_equals_the_batch_path(
+    trained, session_store, data_dir: Path, dataset: str, algorithm: str
+) -> None:
+    """predict_one takes the plan's one-record form (plain Python numbers); on records with
+    random missing values it must give the batch path's answers."""
+    manifest = trained(dataset, algorithm)
+    model = scorekit.load_model(manifest.ref, engine="native", store=session_store)
+    columns = read_columns(data_dir / SCORED_ON[dataset])
+    rng = np.random.default_rng(11)
+    records = []
+    for i in rng.choice(len(next(iter(columns.values()))), size=60, replace=False):
+        record = {f.name: columns[f.name][i] for f in model.manifest.schema.fields}
+        for name in rng.choice(list(record), size=rng.integers(0, 3), replace=False):
+            record[name] = None
+        records.append(record)
+    batch = model.predict_records(records)
+    for record, expected in zip(records, batch, strict=True):
+        prepared = model.manifest.schema.prepare({k: [v] for k, v in record.items()}, model.ref)
+        assert model.scorer.score_one(prepared) is not None  # the one-record path was taken
+        assert model.predict_one(record) == pytest.approx(expected, abs=1e-12)

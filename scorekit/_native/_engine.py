@@ -21,6 +21,7 @@ from ._models import (
     compile_field_treatments,
     compile_model,
     derived_fields,
+    is_missing_value,
     mining_replacements,
     replace_missing,
 )
@@ -59,7 +60,14 @@ class NativeScorer:
             for f in manifest.schema.fields
             if f.categories is not None and f.name in untouched
         }
+        numeric = {t.name for t in self.treatments if t.kind == NUM}
+        self._category_floats = {
+            name: np.array([*(float(c) for c in categories), math.nan])
+            for name, categories in self._categories.items()
+            if name in numeric and all(isinstance(c, int | float) for c in categories)
+        }
         self.replacements = mining_replacements(model, compiler)
+        self._one_ready = False  # set once the model has passed its verification rows
         self.plan = compile_model(model, Context(compiler, None, None, data_fields), top_level=True)
         self.classification = self.plan.function == "classification"
         if self.classification != (manifest.task == "classification"):
@@ -68,6 +76,9 @@ class NativeScorer:
             )
         self._order = self._class_order(model, data_fields)
         self.verify(model)
+        self._one_ready = not self.active_treatments and all(
+            d.one is not None for d in self.global_fields
+        )
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> NativeScorer:
@@ -92,10 +103,14 @@ class NativeScorer:
     def _env(self, batch: Mapping[str, np.ndarray]) -> Env:
         n = len(next(iter(batch.values()))) if batch else 0
         env = Env(n)
+        codes_of = getattr(batch, "codes", {})
         for t in self.treatments:
             column = batch[t.name]
             if t.kind == NUM:
-                if column.dtype == object:
+                floats = self._category_floats.get(t.name)
+                if column.dtype == object and floats is not None and t.name in codes_of:
+                    column = floats[codes_of[t.name]]  # code -1 (missing) takes the NaN at the end
+                elif column.dtype == object:
                     column = np.array(
                         [math.nan if v is None else float(v) for v in column.tolist()],
                         dtype=np.float64,
@@ -107,7 +122,7 @@ class NativeScorer:
                 text[:] = [None if math.isnan(v) else as_text(v) for v in column.tolist()]
                 column = text
             env.columns[t.name] = column
-            codes = getattr(batch, "codes", {}).get(t.name)
+            codes = codes_of.get(t.name)
             categories = self._categories.get(t.name)
             if codes is not None and categories is not None:
                 env.codes[t.name] = (codes, categories)
@@ -116,9 +131,42 @@ class NativeScorer:
                 env, self.active_treatments, self.manifest.ref, getattr(batch, "row_offset", 0)
             )
         replace_missing(env, self.replacements)
-        for name, fn in self.global_fields:
-            env.columns[name] = fn(env)
+        for derived in self.global_fields:
+            env.columns[derived.name] = derived.fn(env)
         return env
+
+    def score_one(self, batch: Mapping[str, np.ndarray]) -> tuple[Any, list[float] | None] | None:
+        """The first record of ``batch`` by the plan's one-record form: (prediction, class
+        probabilities in the manifest's order, or None for a regression). None where the model
+        has no one-record form; the caller then uses score()."""
+        if not self._one_ready:
+            return None
+        values: dict[str, Any] = {}
+        for t in self.treatments:
+            value = batch[t.name][0]
+            if t.kind == NUM:
+                value = math.nan if value is None else float(value)
+                if t.dtype == "float":
+                    value = float(np.float32(value))
+            elif value is not None and not isinstance(value, str):
+                value = None if value != value else as_text(value)
+            values[t.name] = value
+        for name, replacement in self.replacements.items():
+            if is_missing_value(values[name]):
+                values[name] = replacement
+        for derived in self.global_fields:
+            assert derived.one is not None
+            values[derived.name] = derived.one(values)
+        result = self.plan.one(values)
+        if result is None:
+            return None
+        if not self.classification:
+            return float(result), None
+        probabilities = [float(result[j]) for j in self._order]
+        if any(p != p for p in probabilities):
+            return None, probabilities
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        return (self.manifest.classes or [])[best], probabilities
 
     def score(self, batch: Mapping[str, np.ndarray]) -> Scores:
         with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings

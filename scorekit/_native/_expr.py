@@ -50,12 +50,15 @@ class Env:
 
 
 Fn = Callable[[Env], np.ndarray]
+# The one-record form of an expression: field values (floats with NaN, str or None) -> value.
+OneFn = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
 class Expr:
     kind: str  # NUM or STR
     fn: Fn
+    one: OneFn | None = None  # None: no one-record form; the batch form serves single records
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,28 @@ def unsupported(element: ET.Element | str, detail: str = "") -> UnsupportedModel
         f"the native engine does not support PMML element {name}{extra}; "
         "score this model with engine='pypmml' instead"
     )
+
+
+def _divide(a: float, b: float) -> float:
+    """a / b with numpy's IEEE results for a zero divisor instead of ZeroDivisionError."""
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a == 0 or a != a:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+_SCALAR_ARITHMETIC: dict[str, Callable[[float, float], float]] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": _divide,
+}
+
+
+def _scalar_binary(op: Callable[[float, float], float], left: OneFn, right: OneFn) -> OneFn:
+    return lambda values: op(left(values), right(values))
 
 
 def kind_of(dtype: str | None) -> str:
@@ -245,14 +270,15 @@ class Compiler:
         missing = element.get("missing") == "true"
         kind = kind_of(dtype)
         value = (math.nan if kind == NUM else None) if missing else parse_scalar(text, dtype)
-        return Expr(kind, lambda env: full(env, value, kind))
+        return Expr(kind, lambda env: full(env, value, kind), lambda values: value)
 
     def _expr_FieldRef(self, element: ET.Element) -> Expr:
         name = element.get("field", "")
         ftype = self.field_type(name, "FieldRef")
-        return self._with_missing_to(
-            element, Expr(ftype.kind, lambda env: env.columns[name]), ftype.dtype
-        )
+        expr = Expr(ftype.kind, lambda env: env.columns[name], lambda values: values[name])
+        if element.get("mapMissingTo") is not None:
+            return self._with_missing_to(element, Expr(expr.kind, expr.fn), ftype.dtype)
+        return expr
 
     def _expr_NormContinuous(self, element: ET.Element) -> Expr:
         name = element.get("field", "")
@@ -389,7 +415,12 @@ class Compiler:
                     out[mask] = default_value
             return out
 
-        return Expr(result_kind, fn)
+        one = None
+        operator = _SCALAR_ARITHMETIC.get(function)
+        scalar_args = [a.one for a in args if a.one is not None]
+        if operator and mapped is None and default is None and len(scalar_args) == len(args) == 2:
+            one = _scalar_binary(operator, scalar_args[0], scalar_args[1])
+        return Expr(result_kind, fn, one)
 
     # --- predicates ----------------------------------------------------------------------------
     def predicate(self, element: ET.Element) -> Fn:

@@ -23,12 +23,13 @@ from ._expr import (
     Env,
     FieldType,
     Fn,
+    OneFn,
     logistic,
     missing_mask,
     parse_scalar,
     unsupported,
 )
-from ._tree import PREDICATES, CompiledForest, FlatForest
+from ._tree import NO_VALUE, PREDICATES, CompiledForest, FlatForest
 
 
 @dataclass
@@ -40,13 +41,27 @@ class Result:
 
 
 class Plan:
-    """A compiled PMML model: ``evaluate(env)`` returns its Result for every row of env."""
+    """A compiled PMML model: ``evaluate(env)`` returns its Result for every row of env.
+
+    ``one(values)`` scores a single record given as field values (floats with NaN for missing,
+    str or None), with plain Python numbers: the regression value, or the class probabilities as
+    a list. It returns None where this plan (or this record) has no one-record form; the caller
+    then uses ``evaluate`` on a one-row batch. Both forms compute the same formulas in the same
+    order, and the contract tests hold them equal.
+    """
 
     function: str
     categories: list[str] | None
 
     def evaluate(self, env: Env) -> Result:
         raise NotImplementedError
+
+    def one(self, values: dict[str, Any]) -> Any:
+        return None
+
+
+def is_missing_value(value: Any) -> bool:
+    return value is None or value != value
 
 
 @dataclass
@@ -119,8 +134,8 @@ class Wrapped(Plan):
         self,
         core: Plan,
         replacements: dict[str, object],
-        local_fields: list[tuple[str, Fn]],
-        targets: Callable[[np.ndarray], np.ndarray] | None,
+        local_fields: list[Derived],
+        targets: TargetRescale | None,
     ) -> None:
         self.core = core
         self.function = core.function
@@ -128,27 +143,53 @@ class Wrapped(Plan):
         self.replacements = replacements
         self.local_fields = local_fields
         self.targets = targets
+        self.has_one = all(d.one is not None for d in local_fields)
 
     def evaluate(self, env: Env) -> Result:
         if self.replacements or self.local_fields:
             env = env.copy()
             replace_missing(env, self.replacements)
-            for name, fn in self.local_fields:
-                env.columns[name] = fn(env)
+            for derived in self.local_fields:
+                env.columns[derived.name] = derived.fn(env)
         result = self.core.evaluate(env)
         if self.targets is not None and result.value is not None:
             result = Result(self.targets(result.value), result.probabilities)
         return result
 
+    def one(self, values: dict[str, Any]) -> Any:
+        if not self.has_one:
+            return None
+        if self.replacements or self.local_fields:
+            values = dict(values)
+            for name, replacement in self.replacements.items():
+                if is_missing_value(values[name]):
+                    values[name] = replacement
+            for derived in self.local_fields:
+                assert derived.one is not None
+                values[derived.name] = derived.one(values)
+        result = self.core.one(values)
+        if result is not None and self.targets is not None:
+            result = self.targets.one(result)
+        return result
 
-def compile_local_transformations(element: ET.Element, compiler: Compiler) -> list[tuple[str, Fn]]:
+
+def compile_local_transformations(element: ET.Element, compiler: Compiler) -> list[Derived]:
     transformations = child(element, "LocalTransformations")
     return derived_fields(transformations, compiler) if transformations is not None else []
 
 
-def derived_fields(container: ET.Element, compiler: Compiler) -> list[tuple[str, Fn]]:
+@dataclass(frozen=True)
+class Derived:
+    """A compiled DerivedField: its batch form and, where it has one, its one-record form."""
+
+    name: str
+    fn: Fn
+    one: OneFn | None
+
+
+def derived_fields(container: ET.Element, compiler: Compiler) -> list[Derived]:
     """DerivedFields in order; each becomes visible to the ones after it."""
-    out: list[tuple[str, Fn]] = []
+    out: list[Derived] = []
     for derived in children(container, "DerivedField"):
         name = derived.get("name", "")
         expression = [e for e in derived if local(e.tag) != "Extension" and local(e.tag) != "Value"]
@@ -157,10 +198,10 @@ def derived_fields(container: ET.Element, compiler: Compiler) -> list[tuple[str,
         compiled = compiler.expression(expression[0])
         dtype = derived.get("dataType", "double" if compiled.kind == NUM else "string")
         compiler.types[name] = FieldType(compiled.kind, dtype)
-        fn = compiled.fn
         if dtype == "float":
-            fn = _float32(fn)
-        out.append((name, fn))
+            out.append(Derived(name, _float32(compiled.fn), None))
+        else:
+            out.append(Derived(name, compiled.fn, compiled.one))
     return out
 
 
@@ -203,9 +244,35 @@ def replace_missing(env: Env, replacements: dict[str, object]) -> None:
                     del env.codes[name]
 
 
-def compile_targets(
-    element: ET.Element, function: str
-) -> Callable[[np.ndarray], np.ndarray] | None:
+@dataclass(frozen=True)
+class TargetRescale:
+    """A regression Target: clamp to [low, high], then value * factor + constant, then cast."""
+
+    factor: float
+    constant: float
+    low: float
+    high: float
+    cast: str | None
+
+    def __call__(self, value: np.ndarray) -> np.ndarray:
+        out = np.clip(value, self.low, self.high) * self.factor + self.constant
+        if self.cast == "round":
+            out = np.floor(out + 0.5)
+        elif self.cast == "ceiling":
+            out = np.ceil(out)
+        elif self.cast == "floor":
+            out = np.floor(out)
+        return np.asarray(out)
+
+    def one(self, value: float) -> float:
+        return (
+            float(self(np.array([value]))[0])
+            if self.cast
+            else (min(max(value, self.low), self.high) * self.factor + self.constant)
+        )
+
+
+def compile_targets(element: ET.Element, function: str) -> TargetRescale | None:
     targets = child(element, "Targets")
     if targets is None:
         return None
@@ -217,25 +284,15 @@ def compile_targets(
         if function == "regression":
             raise unsupported(target, "TargetValue in a regression")
         raise unsupported(target, "TargetValue priors")
-    factor = float(target.get("rescaleFactor", "1"))
-    constant = float(target.get("rescaleConstant", "0"))
-    low = float(target.get("min", "-inf"))
-    high = float(target.get("max", "inf"))
-    cast = target.get("castInteger")
     if function == "classification":
         return None
-
-    def apply(value: np.ndarray) -> np.ndarray:
-        out = np.clip(value, low, high) * factor + constant
-        if cast == "round":
-            out = np.floor(out + 0.5)
-        elif cast == "ceiling":
-            out = np.ceil(out)
-        elif cast == "floor":
-            out = np.floor(out)
-        return out
-
-    return apply
+    return TargetRescale(
+        factor=float(target.get("rescaleFactor", "1")),
+        constant=float(target.get("rescaleConstant", "0")),
+        low=float(target.get("min", "-inf")),
+        high=float(target.get("max", "inf")),
+        cast=target.get("castInteger"),
+    )
 
 
 # --- RegressionModel -----------------------------------------------------------------------------
@@ -277,7 +334,9 @@ class RegressionPlan(Plan):
         tables = children(element, "RegressionTable")
         if not tables:
             raise unsupported(element, "it has no RegressionTable")
-        self.tables = [self._table(t, context.compiler) for t in tables]
+        compiled = [self._table(t, context.compiler) for t in tables]
+        self.tables = [fn for fn, _ in compiled]
+        self.table_ones = [one for _, one in compiled]
         if function == "regression":
             if len(self.tables) != 1:
                 raise unsupported(element, "a regression needs exactly one RegressionTable")
@@ -293,7 +352,7 @@ class RegressionPlan(Plan):
             raise unsupported(element, f"normalizationMethod {self.normalization!r}")
 
     @staticmethod
-    def _table(table: ET.Element, compiler: Compiler) -> Fn:
+    def _table(table: ET.Element, compiler: Compiler) -> tuple[Fn, OneFn | None]:
         intercept = float(table.get("intercept", "0"))
         numeric: list[tuple[str, float, float]] = []
         categorical: dict[str, dict[object, float]] = {}
@@ -361,7 +420,30 @@ class RegressionPlan(Plan):
                 y += product
             return y
 
-        return fn
+        if any(not float(exponent).is_integer() for _, exponent, _ in numeric):
+            return fn, None  # x ** 0.5 of a negative x: numpy gives NaN, Python a complex
+        scalar_lookups = [
+            (name, index, other, weights.tolist()) for name, index, other, weights in lookups
+        ]
+
+        def one(values: dict[str, Any]) -> float:
+            y = intercept
+            for name, exponent, coefficient in numeric:
+                x = values[name]
+                y += coefficient * (x if exponent == 1.0 else x**exponent)
+            for name, index, other, weights_list in scalar_lookups:
+                x = values[name]
+                if x is not None and x != x:
+                    x = None
+                y += weights_list[index.get(x, other)]
+            for names, coefficient in terms:
+                product = coefficient
+                for name in names:
+                    product = product * values[name]
+                y += product
+            return y
+
+        return fn, one
 
     def evaluate(self, env: Env) -> Result:
         if self.function == "regression":
@@ -391,6 +473,59 @@ class RegressionPlan(Plan):
         out = np.empty((env.n, len(self.categories)))
         out[:, self.order] = probabilities
         return Result(probabilities=out)
+
+    def one(self, values: dict[str, Any]) -> Any:
+        if any(one is None for one in self.table_ones):
+            return None
+        ys = [one(values) for one in self.table_ones]  # type: ignore[misc]
+        if self.function == "regression":
+            y = ys[0]
+            if self.normalization == "exp":
+                return _exp(y)
+            if self.normalization in ("softmax", "logit"):
+                return 1.0 / (1.0 + _exp(-y))
+            return y
+        assert self.categories is not None
+        k = len(ys)
+        if any(y != y for y in ys):
+            return [math.nan] * len(self.categories)
+        if self.normalization == "softmax":
+            top = max(ys)
+            exps = [_exp(y - top) for y in ys]
+            total = sum(exps)
+            probabilities = [e / total for e in exps]
+        elif self.normalization == "simplemax":
+            total = sum(ys)
+            probabilities = [y / total for y in ys]
+        else:
+            link = _SCALAR_LINKS[self.normalization]
+            if k == 1:
+                probabilities = [link(ys[0])]
+            else:
+                probabilities = [link(y) for y in ys[: k - 1]]
+                probabilities.append(1.0 - sum(probabilities))
+        out = [0.0] * len(self.categories)
+        for j, position in enumerate(self.order):
+            out[position] = probabilities[j]
+        return out
+
+
+def _exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+_SCALAR_LINKS: dict[str, Callable[[float], float]] = {
+    "logit": lambda y: 1.0 / (1.0 + _exp(-y)),
+    "probit": lambda y: 0.5 * (1.0 + math.erf(y / math.sqrt(2.0))),
+    "cloglog": lambda y: 1.0 - _exp(-_exp(y)),
+    "loglog": lambda y: _exp(-_exp(-y)),
+    "cauchit": lambda y: 0.5 + math.atan(y) / math.pi,
+    "exp": _exp,
+    "none": lambda y: y,
+}
 
 
 # --- TreeModel and segmentations of trees --------------------------------------------------------
@@ -429,6 +564,63 @@ class ForestPlan(Plan):
         if self.function == "regression":
             return Result(value=combined[:, 0])
         return Result(probabilities=combined)
+
+    def one(self, values: dict[str, Any]) -> Any:
+        walk = self._scalar_walk()
+        if walk is None:
+            return None
+        features, feature, threshold, on_hit, on_miss, on_missing, leaf_row, leaf_values = walk
+        xs = []
+        for name, equals in features:
+            x = values[name]
+            if equals is not NO_VALUE:
+                x = math.nan if x is None or x != x else (1.0 if x == equals else 0.0)
+            xs.append(x)
+        width = len(leaf_values[0])
+        total = [0.0] * width
+        weights = self.weights.tolist()
+        for t, root in enumerate(self.forest.roots.tolist()):
+            node = root
+            while (f := feature[node]) >= 0:
+                x = xs[f]
+                if x != x:
+                    node = on_missing[node]
+                elif x <= threshold[node]:
+                    node = on_hit[node]
+                else:
+                    node = on_miss[node]
+            leaf = leaf_values[leaf_row[node]]
+            if any(v != v for v in leaf):
+                return None  # a null prediction: the batch path applies the treatment
+            w = weights[t] if self.method == "weightedAverage" else 1.0
+            total = [a + w * b for a, b in zip(total, leaf, strict=True)]
+        if self.method == "average":
+            total = [v / len(weights) for v in total]
+        elif self.method == "weightedAverage":
+            total = [v / sum(weights) for v in total]
+        return total[0] if self.function == "regression" else total
+
+    def _scalar_walk(self) -> Any:
+        """The node arrays as Python lists, built on first use; None if the forest has
+        predicate features or a voting method (those records take the batch path)."""
+        if not hasattr(self, "_walk"):
+            forest = self.forest
+            if self.method not in ("single", "sum", "average", "weightedAverage") or any(
+                f.predicate is not None for f in forest.features
+            ):
+                self._walk = None
+            else:
+                self._walk = (
+                    [(f.name, f.equals) for f in forest.features],
+                    forest.feature.tolist(),
+                    forest.threshold.tolist(),
+                    forest.children[:, 1].tolist(),
+                    forest.children[:, 0].tolist(),
+                    forest.on_missing.tolist(),
+                    forest.leaf_row.tolist(),
+                    forest.values.tolist(),
+                )
+        return self._walk
 
 
 _VOTES = ("majorityVote", "weightedMajorityVote")
@@ -620,7 +812,7 @@ class ChainPlan(Plan):
         self.function = function
         self.categories = context.categories
         compiler = Compiler(context.compiler.types)
-        self.steps: list[tuple[Plan, list[tuple[str, OutputFn]]]] = []
+        self.steps: list[tuple[Plan, list[Output]]] = []
         for segment in segments:
             predicate = [e for e in segment if local(e.tag) in PREDICATES]
             if len(predicate) != 1 or local(predicate[0].tag) != "True":
@@ -638,12 +830,34 @@ class ChainPlan(Plan):
         result = Result()
         for model, outputs in self.steps:
             result = model.evaluate(env)
-            for name, fn in outputs:
-                env.columns[name] = fn(env, result)
+            for output in outputs:
+                env.columns[output.name] = output.fn(env, result)
+        return result
+
+    def one(self, values: dict[str, Any]) -> Any:
+        values = dict(values)
+        result = None
+        for model, outputs in self.steps:
+            result = model.one(values)
+            if result is None:
+                return None
+            for output in outputs:
+                if output.one is None:
+                    return None
+                values[output.name] = output.one(values, result)
         return result
 
 
 OutputFn = Callable[[Env, Result], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Output:
+    """An OutputField a later chain segment reads: batch form, and one-record form or None."""
+
+    name: str
+    fn: OutputFn
+    one: Callable[[dict[str, Any], Any], Any] | None
 
 
 def _predicted_value(env: Env, result: Result) -> np.ndarray:
@@ -659,6 +873,29 @@ def _probability(j: int) -> OutputFn:
     return fn
 
 
+def _same_value(values: dict[str, Any], result: Any) -> Any:
+    return result
+
+
+def _item(j: int) -> Callable[[dict[str, Any], Any], Any]:
+    return lambda values, result: result[j]
+
+
+def _transformed_one(one: OneFn | None) -> Callable[[dict[str, Any], Any], Any] | None:
+    if one is None:
+        return None
+    return lambda values, result: one(values)
+
+
+def _label_one(categories: list[str]) -> Callable[[dict[str, Any], Any], Any]:
+    def label(values: dict[str, Any], probabilities: list[float]) -> Any:
+        if any(p != p for p in probabilities):
+            return None
+        return categories[max(range(len(probabilities)), key=probabilities.__getitem__)]
+
+    return label
+
+
 def _transformed(expression: Fn) -> OutputFn:
     def fn(env: Env, result: Result) -> np.ndarray:
         return expression(env)
@@ -666,20 +903,18 @@ def _transformed(expression: Fn) -> OutputFn:
     return fn
 
 
-def compile_outputs(
-    element: ET.Element, model: Plan, compiler: Compiler
-) -> list[tuple[str, OutputFn]]:
+def compile_outputs(element: ET.Element, model: Plan, compiler: Compiler) -> list[Output]:
     """A segment's OutputFields, as columns the following segments may read."""
     output = child(element, "Output")
     if output is None:
         return []
-    compiled: list[tuple[str, OutputFn]] = []
+    compiled: list[Output] = []
     for output_field in children(output, "OutputField"):
         name = output_field.get("name", "")
         feature = output_field.get("feature", "predictedValue")
         if feature == "predictedValue":
             if model.function == "regression":
-                compiled.append((name, _predicted_value))
+                compiled.append(Output(name, _predicted_value, _same_value))
                 compiler.types[name] = FieldType(NUM, "double")
             else:
                 categories = model.categories or []
@@ -688,21 +923,21 @@ def compile_outputs(
                     assert r.probabilities is not None
                     return labels_from_probabilities(r.probabilities, categories)
 
-                compiled.append((name, label))
+                compiled.append(Output(name, label, _label_one(categories)))
                 compiler.types[name] = FieldType(STR, "string")
         elif feature == "probability":
             value = output_field.get("value")
             if model.categories is None or value not in model.categories:
                 raise unsupported(output_field, f"probability of unknown category {value!r}")
             j = model.categories.index(value)
-            compiled.append((name, _probability(j)))
+            compiled.append(Output(name, _probability(j), _item(j)))
             compiler.types[name] = FieldType(NUM, "double")
         elif feature == "transformedValue":
             expression = [e for e in output_field if local(e.tag) not in ("Extension",)]
             if len(expression) != 1:
                 raise unsupported(output_field, "transformedValue without one expression")
             expr = compiler.expression(expression[0])
-            compiled.append((name, _transformed(expr.fn)))
+            compiled.append(Output(name, _transformed(expr.fn), _transformed_one(expr.one)))
             compiler.types[name] = FieldType(expr.kind, "double" if expr.kind == NUM else "string")
         else:
             raise unsupported(output_field, f"feature {feature!r}")

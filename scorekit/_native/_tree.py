@@ -25,7 +25,7 @@ PREDICATES = ("True", "False", "SimplePredicate", "SimpleSetPredicate", "Compoun
 _MISSING_STRATEGIES = ("nullPrediction", "lastPrediction", "defaultChild", "none")
 
 
-_NO_VALUE = object()
+NO_VALUE = object()
 
 
 @dataclass
@@ -33,14 +33,14 @@ class Feature:
     """A feature row of the walk: a numeric column, an "equals value" indicator, or a predicate."""
 
     name: str = ""
-    equals: Any = _NO_VALUE
+    equals: Any = NO_VALUE
     predicate: Fn | None = None
 
     def column(self, env: Env) -> np.ndarray:
         if self.predicate is not None:
             return self.predicate(env)
         values = env.columns[self.name]
-        if self.equals is _NO_VALUE:
+        if self.equals is NO_VALUE:
             return values
         coded = env.codes.get(self.name)
         if coded is not None:
