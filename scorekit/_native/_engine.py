@@ -20,10 +20,10 @@ from ._models import (
     apply_field_treatments,
     compile_field_treatments,
     compile_model,
+    complete_env,
+    complete_values,
     derived_fields,
-    is_missing_value,
     mining_replacements,
-    replace_missing,
 )
 
 DEFAULT_PRECISION = 1e-6
@@ -130,9 +130,7 @@ class NativeScorer:
             apply_field_treatments(
                 env, self.active_treatments, self.manifest.ref, getattr(batch, "row_offset", 0)
             )
-        replace_missing(env, self.replacements)
-        for derived in self.global_fields:
-            env.columns[derived.name] = derived.fn(env)
+        complete_env(env, self.replacements, self.global_fields)
         return env
 
     def score_one(self, batch: Mapping[str, np.ndarray]) -> tuple[Any, list[float] | None] | None:
@@ -151,13 +149,7 @@ class NativeScorer:
             elif value is not None and not isinstance(value, str):
                 value = None if value != value else as_text(value)
             values[t.name] = value
-        for name, replacement in self.replacements.items():
-            if is_missing_value(values[name]):
-                values[name] = replacement
-        for derived in self.global_fields:
-            assert derived.one is not None
-            values[derived.name] = derived.one(values)
-        result = self.plan.one(values)
+        result = self.plan.one(complete_values(values, self.replacements, self.global_fields))
         if result is None:
             return None
         if not self.classification:

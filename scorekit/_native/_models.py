@@ -148,9 +148,7 @@ class Wrapped(Plan):
     def evaluate(self, env: Env) -> Result:
         if self.replacements or self.local_fields:
             env = env.copy()
-            replace_missing(env, self.replacements)
-            for derived in self.local_fields:
-                env.columns[derived.name] = derived.fn(env)
+            complete_env(env, self.replacements, self.local_fields)
         result = self.core.evaluate(env)
         if self.targets is not None and result.value is not None:
             result = Result(self.targets(result.value), result.probabilities)
@@ -160,17 +158,32 @@ class Wrapped(Plan):
         if not self.has_one:
             return None
         if self.replacements or self.local_fields:
-            values = dict(values)
-            for name, replacement in self.replacements.items():
-                if is_missing_value(values[name]):
-                    values[name] = replacement
-            for derived in self.local_fields:
-                assert derived.one is not None
-                values[derived.name] = derived.one(values)
+            values = complete_values(values, self.replacements, self.local_fields)
         result = self.core.one(values)
         if result is not None and self.targets is not None:
             result = self.targets.one(result)
         return result
+
+
+def complete_env(env: Env, replacements: dict[str, object], fields: list[Derived]) -> None:
+    """Replace missing values, then compute the derived fields in order (batch form)."""
+    replace_missing(env, replacements)
+    for derived in fields:
+        env.columns[derived.name] = derived.fn(env)
+
+
+def complete_values(
+    values: dict[str, Any], replacements: dict[str, object], fields: list[Derived]
+) -> dict[str, Any]:
+    """The same for one record; every field must have its one-record form."""
+    values = dict(values)
+    for name, replacement in replacements.items():
+        if is_missing_value(values[name]):
+            values[name] = replacement
+    for derived in fields:
+        assert derived.one is not None
+        values[derived.name] = derived.one(values)
+    return values
 
 
 def compile_local_transformations(element: ET.Element, compiler: Compiler) -> list[Derived]:
