@@ -182,6 +182,7 @@ class Field:
         self, values: Sequence[Any] | np.ndarray, row_offset: int = 0
     ) -> tuple[np.ndarray, list[Problem]]:
         """Typed column for ``values``, and the problems found (rows numbered from row_offset)."""
+        values = _positional(values)
         if self.is_continuous:
             return self._prepare_continuous(values, row_offset)
         column, problems, _codes = self._prepare_categorical(values, row_offset)
@@ -277,6 +278,15 @@ class Field:
         return column, problems, codes if allowed is not None else None
 
 
+def _positional(values: Sequence[Any] | np.ndarray) -> Sequence[Any] | np.ndarray:
+    """Values indexable by position: a pandas Series (which indexes by label) becomes its
+    numpy array; lists and arrays pass as they are."""
+    if isinstance(values, list | np.ndarray):
+        return values
+    to_numpy = getattr(values, "to_numpy", None)
+    return to_numpy() if callable(to_numpy) else list(values)
+
+
 def _all_text(values: Sequence[Any] | np.ndarray) -> bool:
     if isinstance(values, np.ndarray):
         return values.dtype.kind == "U"
@@ -362,10 +372,11 @@ class InputSchema:
         prepared = Batch(row_offset)
         problems: list[Problem] = []
         for f in self.fields:
+            values = _positional(columns[f.name])
             if f.is_continuous:
-                prepared[f.name], found = f._prepare_continuous(columns[f.name], row_offset)
+                prepared[f.name], found = f._prepare_continuous(values, row_offset)
             else:
-                prepared[f.name], found, codes = f._prepare_categorical(columns[f.name], row_offset)
+                prepared[f.name], found, codes = f._prepare_categorical(values, row_offset)
                 if codes is not None:
                     prepared.codes[f.name] = codes
             problems.extend(found)

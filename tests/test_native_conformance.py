@@ -687,3 +687,121 @@ def test_generated_data_all_engines_agree(generated, algorithm: str, target: str
     }
     agree(results["native"], results["sklearn"])
     agree(results["native"], results["pypmml"])
+
+
+# --- the one-record form against the batch form, on the cases a review found -----------------
+def one_and_batch(model: scorekit.Model, record: dict[str, Any]) -> tuple[Any, Any]:
+    return model.predict_one(record), model.predict_records([record])[0]
+
+
+def test_float_typed_categories_match_in_both_forms(tmp_path: Path) -> None:
+    """A categorical field of dataType float: its values are float32-rounded, so validation's
+    category codes (kept in double precision) must not be used for it."""
+    text = (
+        f'<PMML xmlns="{NS}" version="4.4"><Header/><DataDictionary>'
+        '<DataField name="f" optype="categorical" dataType="float">'
+        '<Value value="0.1"/><Value value="0.2"/><Value value="3"/></DataField>'
+        f"{REGRESSION_TARGET}</DataDictionary>"
+        '<RegressionModel functionName="regression"><MiningSchema><MiningField name="f"/>'
+        '<MiningField name="y" usageType="target"/></MiningSchema>'
+        '<RegressionTable intercept="1"><CategoricalPredictor name="f" value="0.1" '
+        'coefficient="10"/></RegressionTable></RegressionModel></PMML>'
+    )
+    path = tmp_path / "float-categories.pmml"
+    path.write_text(text)
+    one, batch = one_and_batch(load_model(path, engine="native"), {"f": 0.1})
+    reference = load_model(path, engine="pypmml").predict_one({"f": 0.1})
+    assert one["prediction"] == batch["prediction"] == reference["prediction"] == 11.0
+
+
+@pytest.mark.parametrize("method", ["logit", "probit", "none"])
+def test_a_missing_input_in_any_table_makes_the_prediction_missing(pair, method: str) -> None:
+    model = (
+        f'<RegressionModel functionName="classification" normalizationMethod="{method}">'
+        f'{mining_schema()}<RegressionTable intercept="0.8" targetCategory="yes">'
+        '<NumericPredictor name="x1" coefficient="0.001"/></RegressionTable>'
+        '<RegressionTable intercept="0" targetCategory="no">'
+        '<NumericPredictor name="x2" coefficient="1"/></RegressionTable></RegressionModel>'
+    )
+    native, reference = pair(document(model, BINARY_TARGET), f"missing-{method}")
+    record = {"x1": 1.0, "x2": None, "c": "a"}
+    one, batch = one_and_batch(native, record)
+    assert one["prediction"] is None and batch["prediction"] is None
+    assert math.isnan(batch["probability(yes)"])
+    assert math.isnan(reference.predict_one(record)["probability(yes)"])
+
+
+def test_sums_add_in_the_same_order_in_both_forms(tmp_path: Path) -> None:
+    """Twenty constant trees whose pairwise sum differs from the sequential one in the last bit;
+    castInteger="round" would turn that into 10 against 11."""
+    leaves = [
+        0.7,
+        0.45,
+        0.05,
+        0.45,
+        0.55,
+        0.55,
+        0.15,
+        0.85,
+        0.45,
+        0.45,
+        0.15,
+        0.65,
+        0.95,
+        0.55,
+        0.95,
+        0.45,
+        0.45,
+        0.85,
+        0.7,
+        0.15,
+    ]
+    segments = "".join(
+        segment(
+            f'<TreeModel functionName="regression">{mining_schema()}'
+            f'<Node score="{v}"><True/></Node></TreeModel>'
+        )
+        for v in leaves
+    )
+    model = (
+        f'<MiningModel functionName="regression">{mining_schema()}'
+        '<Targets><Target field="y" castInteger="round"/></Targets>'
+        f'<Segmentation multipleModelMethod="sum">{segments}</Segmentation></MiningModel>'
+    )
+    path = tmp_path / "sum.pmml"
+    path.write_text(document(model))
+    one, batch = one_and_batch(load_model(path, engine="native"), {"x1": 0.0, "x2": 0.0, "c": "a"})
+    assert one == batch
+
+
+@pytest.mark.parametrize(("exponent", "x2"), [("2", 1e200), ("-1", 0.0), ("-1", -0.0)])
+def test_overflow_and_zero_divisors_give_the_batch_answer(
+    tmp_path: Path, exponent: str, x2: float
+) -> None:
+    model = (
+        f'<RegressionModel functionName="regression">{mining_schema()}'
+        f'<RegressionTable intercept="0"><NumericPredictor name="x2" exponent="{exponent}" '
+        'coefficient="1"/></RegressionTable></RegressionModel>'
+    )
+    path = tmp_path / "power.pmml"
+    path.write_text(document(model))
+    one, batch = one_and_batch(load_model(path, engine="native"), {"x1": 0.0, "x2": x2, "c": "a"})
+    assert one == batch and math.isinf(one["prediction"])
+
+
+def test_numbers_beyond_float32_in_a_float_field(trained, session_store) -> None:
+    """A value past float32's range in a dataType="float" field is +-inf in both forms, with no
+    warning (pytest turns warnings into errors)."""
+    manifest = trained("auto", "gbm")
+    model = load_model(manifest.ref, engine="native", store=session_store)
+    record = {
+        "cylinders": 4,
+        "displacement": 1e300,
+        "horsepower": 90,
+        "weight": 2500,
+        "acceleration": 15,
+        "model_year": 76,
+        "origin": 1,
+    }
+    one, batch = one_and_batch(model, record)
+    assert one["prediction"] == pytest.approx(batch["prediction"], abs=1e-12)

@@ -211,3 +211,21 @@ def test_whole_column_parsing_equals_value_by_value(cells: list[str]) -> None:
     assert [p.row for p in problems] == [i for i, (_, found) in enumerate(one_by_one) if found]
     expected = [values[0] for values, _ in one_by_one]
     np.testing.assert_array_equal(column, np.array(expected, dtype=np.float64))
+
+
+def test_pandas_series_are_read_by_position_not_label() -> None:
+    import pandas as pd
+
+    index = [1, 0]
+    with pytest.raises(InputError) as caught:
+        SCHEMA.prepare(
+            {
+                "Age": pd.Series(["40", "41"], index=index),
+                "Employment": pd.Series(["Nope", "Private"], index=index),
+                "Deductions": pd.Series([True, False], index=index),
+                "origin": pd.Series([1, 2], index=index),
+            },
+            "m",
+        )
+    (problem,) = caught.value.details
+    assert (problem.row, problem.value) == (0, "Nope")  # position 0, whatever its label

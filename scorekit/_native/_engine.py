@@ -54,7 +54,8 @@ class NativeScorer:
         self.treatments = compile_field_treatments(model, data_fields)
         self.active_treatments = [t for t in self.treatments if t.has_work]
         # Category codes from validation are usable where no treatment rewrites the field.
-        untouched = {t.name for t in self.treatments if not t.has_work}
+        # ...and whose values are not rounded to float32 (the manifest's categories are not).
+        untouched = {t.name for t in self.treatments if not t.has_work and t.dtype != "float"}
         self._categories = {
             f.name: tuple(f.categories)
             for f in manifest.schema.fields
@@ -145,11 +146,15 @@ class NativeScorer:
             if t.kind == NUM:
                 value = math.nan if value is None else float(value)
                 if t.dtype == "float":
-                    value = float(np.float32(value))
+                    with np.errstate(over="ignore"):  # beyond float32's range: +-inf
+                        value = float(np.float32(value))
             elif value is not None and not isinstance(value, str):
                 value = None if value != value else as_text(value)
             values[t.name] = value
-        result = self.plan.one(complete_values(values, self.replacements, self.global_fields))
+        try:
+            result = self.plan.one(complete_values(values, self.replacements, self.global_fields))
+        except ArithmeticError:  # overflow or a zero divisor: numpy's IEEE answer is the batch's
+            return None
         if result is None:
             return None
         if not self.classification:

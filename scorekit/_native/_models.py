@@ -483,6 +483,7 @@ class RegressionPlan(Plan):
             else:
                 probabilities[:, : k - 1] = link(ys[:, : k - 1])
                 probabilities[:, k - 1] = 1.0 - probabilities[:, : k - 1].sum(axis=1)
+        probabilities[np.isnan(ys).any(axis=1)] = math.nan  # a missing input: no prediction
         out = np.empty((env.n, len(self.categories)))
         out[:, self.order] = probabilities
         return Result(probabilities=out)
@@ -610,7 +611,8 @@ class ForestPlan(Plan):
         if self.method == "average":
             total = [v / len(weights) for v in total]
         elif self.method == "weightedAverage":
-            total = [v / sum(weights) for v in total]
+            weight_sum = float(self.weights.sum())
+            total = [v / weight_sum for v in total]
         return total[0] if self.function == "regression" else total
 
     def _scalar_walk(self) -> Any:
@@ -653,11 +655,16 @@ def combine_segments(
     continue/skipSegment. A row no segment contributes to is missing."""
     missing = np.isnan(values).any(axis=2)
     if selected is None and not missing.any() and method not in _VOTES:
-        if method == "sum":
-            return np.asarray(values.sum(axis=0))
+        # Segment by segment, in order, as the one-record form adds (numpy's pairwise sums
+        # would differ in the last bits, which castInteger can turn into a whole unit).
+        total = values[0].copy() if method != "weightedAverage" else weights[0] * values[0]
+        for s in range(1, len(values)):
+            total += values[s] if method != "weightedAverage" else weights[s] * values[s]
         if method == "average":
-            return np.asarray(values.mean(axis=0))
-        return np.asarray(np.tensordot(weights, values, axes=1) / weights.sum())
+            total /= len(values)
+        elif method == "weightedAverage":
+            total /= weights.sum()
+        return np.asarray(total)
     if selected is None:
         selected = np.ones(missing.shape, dtype=bool)
     used = selected & ~missing
@@ -666,7 +673,9 @@ def combine_segments(
         values = (winners[..., None] == np.arange(values.shape[2])).astype(np.float64)
     per_segment = weights if method.startswith("weighted") else np.ones_like(weights)
     share = used * per_segment[:, None]  # (segments, rows)
-    total = np.einsum("sr,srw->rw", share, np.where(used[..., None], values, 0.0))
+    total = np.zeros(values.shape[1:])
+    for s in range(len(values)):
+        total += share[s][:, None] * np.where(used[s][:, None], values[s], 0.0)
     counted = share.sum(axis=0)
     if method in ("average", "weightedAverage"):
         total = total / counted[:, None]
