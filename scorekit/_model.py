@@ -10,7 +10,7 @@ import numpy as np
 from ._errors import InputError, Problem
 from ._manifest import Manifest
 from ._output import PREDICTION, Scores, output_columns
-from ._schema import MAX_DETAILS, invalid_input_error
+from ._schema import MAX_DETAILS, Batch, invalid_input_error
 from ._scorer import Scorer
 
 if TYPE_CHECKING:
@@ -70,7 +70,10 @@ class Model:
         self, columns: Mapping[str, Sequence[Any] | np.ndarray], *, row_offset: int = 0
     ) -> dict[str, np.ndarray]:
         """Score a batch given as columns (name -> values); rows in errors count from row_offset."""
-        batch = self.manifest.schema.prepare(columns, self.ref, row_offset)
+        return self._score(self.manifest.schema.prepare(columns, self.ref, row_offset))
+
+    def _score(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The output columns for an already validated batch."""
         n_rows = len(next(iter(batch.values()))) if batch else 0
         if n_rows == 0:  # engines never see an empty batch
             return Scores.empty(self.task, len(self.classes or [])).columns(self.classes)
@@ -117,18 +120,17 @@ class Model:
         names = self.manifest.schema.names
         if not all(name in record for name in names):
             return self.predict_records([record])[0]  # raises, naming the absent fields
-        columns = {name: [record[name]] for name in names}
+        batch = self.manifest.schema.prepare({name: [record[name]] for name in names}, self.ref)
         score_one = getattr(self.scorer, "score_one", None)
         if score_one is not None:  # an engine's one-record path, where it has one
-            one = score_one(self.manifest.schema.prepare(columns, self.ref))
+            one = score_one(batch)
             if one is not None:
                 prediction, probabilities = one
                 out = {PREDICTION: prediction}
                 if probabilities is not None:
                     out.update(zip(self.output_columns[1:], probabilities, strict=True))
                 return out
-        scored = self.predict_columns(columns)
-        return {name: _python_value(values[0]) for name, values in scored.items()}
+        return {name: _python_value(values[0]) for name, values in self._score(batch).items()}
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a pandas DataFrame; the result has the same index and the output columns."""
