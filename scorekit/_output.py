@@ -56,3 +56,11 @@ def labels_from_probabilities(probabilities: np.ndarray, classes: Sequence[Any])
         picked = np.argmax(np.where(unknown[:, None], 0.0, probabilities), axis=1)
         labels[:] = [None if u else classes[j] for j, u in zip(picked, unknown, strict=True)]
     return labels
+
+
+def label_from_probabilities(probabilities: Sequence[float], classes: Sequence[Any]) -> Any:
+    """One record's labels_from_probabilities: the first most probable class, or None when a
+    probability is missing."""
+    if any(p != p for p in probabilities):
+        return None
+    return classes[max(range(len(probabilities)), key=probabilities.__getitem__)]

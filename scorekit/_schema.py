@@ -182,11 +182,18 @@ class Field:
         self, values: Sequence[Any] | np.ndarray, row_offset: int = 0
     ) -> tuple[np.ndarray, list[Problem]]:
         """Typed column for ``values``, and the problems found (rows numbered from row_offset)."""
+        column, problems, _codes = self._prepare(values, row_offset)
+        return column, problems
+
+    def _prepare(
+        self, values: Sequence[Any] | np.ndarray, row_offset: int
+    ) -> tuple[np.ndarray, list[Problem], np.ndarray | None]:
+        """Column, problems and (categorical fields with categories) category codes."""
         values = _positional(values)
         if self.is_continuous:
-            return self._prepare_continuous(values, row_offset)
-        column, problems, _codes = self._prepare_categorical(values, row_offset)
-        return column, problems
+            column, problems = self._prepare_continuous(values, row_offset)
+            return column, problems, None
+        return self._prepare_categorical(values, row_offset)
 
     def _prepare_continuous(
         self, values: Sequence[Any] | np.ndarray, row_offset: int
@@ -372,13 +379,9 @@ class InputSchema:
         prepared = Batch(row_offset)
         problems: list[Problem] = []
         for f in self.fields:
-            values = _positional(columns[f.name])
-            if f.is_continuous:
-                prepared[f.name], found = f._prepare_continuous(values, row_offset)
-            else:
-                prepared[f.name], found, codes = f._prepare_categorical(values, row_offset)
-                if codes is not None:
-                    prepared.codes[f.name] = codes
+            prepared[f.name], found, codes = f._prepare(columns[f.name], row_offset)
+            if codes is not None:
+                prepared.codes[f.name] = codes
             problems.extend(found)
         if problems:
             raise invalid_input_error(problems, model)

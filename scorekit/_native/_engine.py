@@ -12,7 +12,7 @@ import numpy as np
 from .._bundle import PMML_FILE, Bundle
 from .._errors import UnsupportedModelError
 from .._manifest import Manifest
-from .._output import Scores, labels_from_probabilities
+from .._output import Scores, label_from_probabilities, labels_from_probabilities
 from .._pmml_header import child, children, local, model_element, parse_pmml, parse_value
 from ._expr import NUM, Compiler, Env, FieldType, as_text, kind_of, to_float32_precision
 from ._models import (
@@ -160,10 +160,7 @@ class NativeScorer:
         if not self.classification:
             return float(result), None
         probabilities = [float(result[j]) for j in self._order]
-        if any(p != p for p in probabilities):
-            return None, probabilities
-        best = max(range(len(probabilities)), key=probabilities.__getitem__)
-        return (self.manifest.classes or [])[best], probabilities
+        return label_from_probabilities(probabilities, self.manifest.classes or []), probabilities
 
     def score(self, batch: Mapping[str, np.ndarray]) -> Scores:
         with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings

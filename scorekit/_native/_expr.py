@@ -490,13 +490,6 @@ def _interval_mask(interval: ET.Element) -> Callable[[np.ndarray], np.ndarray]:
 Builder = Callable[[list[Expr]], Fn]
 
 
-def _nary(op: Callable[..., np.ndarray]) -> Builder:
-    def build(args: list[Expr]) -> Fn:
-        return lambda env: op(*(a.fn(env) for a in args))
-
-    return build
-
-
 def _reduce(op: Callable[[np.ndarray], np.ndarray]) -> Builder:
     """min, max, sum, avg, product: missing arguments are skipped; all missing gives missing."""
 

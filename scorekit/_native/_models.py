@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import Problem
-from .._output import labels_from_probabilities
+from .._output import label_from_probabilities, labels_from_probabilities
 from .._pmml_header import child, children, local
 from .._schema import MAX_DETAILS
 from ._expr import (
@@ -911,9 +911,7 @@ def _transformed_one(one: OneFn | None) -> Callable[[dict[str, Any], Any], Any] 
 
 def _label_one(categories: list[str]) -> Callable[[dict[str, Any], Any], Any]:
     def label(values: dict[str, Any], probabilities: list[float]) -> Any:
-        if any(p != p for p in probabilities):
-            return None
-        return categories[max(range(len(probabilities)), key=probabilities.__getitem__)]
+        return label_from_probabilities(probabilities, categories)
 
     return label
 
