@@ -127,9 +127,91 @@ def build_parser() -> argparse.ArgumentParser:
     engines.add_argument("--repeats", type=int, default=3, help="batch repeats (median)")
     engines.add_argument("--cold-runs", type=int, default=5, help="fresh processes (median)")
 
-    db = commands.add_parser("db", help="database commands")
+    db_bench = bench_kinds.add_parser(
+        "db", help="in-database scoring: no trigger vs row and statement triggers"
+    )
+    db_bench.add_argument("--data", default="data/audit.csv", help="source rows (and training)")
+    db_bench.add_argument("--target", default="Adjusted", help="the column to predict")
+    db_bench.add_argument("--output", default="docs/benchmarks.md")
+    db_bench.add_argument("--rows", type=int, default=100_000, help="rows per INSERT ... SELECT")
+    db_bench.add_argument("--singles", type=int, default=2_000, help="single-row INSERTs")
+    db_bench.add_argument(
+        "--slow-rows", type=int, default=500, help="rows for the sklearn engine's row trigger"
+    )
+    db_bench.add_argument("--repeats", type=int, default=3, help="repeats of each (median)")
+    db_bench.add_argument("--cold-runs", type=int, default=5, help="new connections (median)")
+    db_bench.add_argument("--dsn", help="PostgreSQL DSN (default: $SCOREKIT_DSN or setup's)")
+
+    db = commands.add_parser("db", help="score inside PostgreSQL: install, publish, attach")
     db_actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
-    db_actions.add_parser("url", help="print the DSN in use ($SCOREKIT_DSN or setup's)")
+
+    def db_action(name: str, help_text: str) -> argparse.ArgumentParser:
+        action = db_actions.add_parser(name, help=help_text)
+        action.add_argument("--dsn", help="PostgreSQL DSN (default: $SCOREKIT_DSN or setup's)")
+        return action
+
+    db_action("url", "print the DSN in use ($SCOREKIT_DSN or setup's)")
+    db_action("install", "create the scorekit schema, roles and PL/Python functions")
+    db_action("uninstall", "drop the scorekit schema (scored tables and roles stay)")
+    publish = db_action("publish", "copy a model version from the store into the database")
+    publish.add_argument("ref", metavar="NAME[@VERSION|@ALIAS]", help="default: the champion")
+    db_promote = publish.add_mutually_exclusive_group()
+    db_promote.add_argument(
+        "--promote",
+        dest="promote",
+        action="store_true",
+        default=None,
+        help="make it the database's champion (default: only if the model has none)",
+    )
+    db_promote.add_argument("--no-promote", dest="promote", action="store_false")
+    _add_store(publish)
+    attach = db_action("attach", "score a table's rows on insert")
+    attach.add_argument("table", help="the table, as in SQL (schema.table)")
+    attach.add_argument("model", metavar="NAME[@VERSION]", help="default: follow the champion")
+    attach.add_argument(
+        "--mode",
+        choices=["row", "statement"],
+        default="row",
+        help="row: BEFORE INSERT OR UPDATE per row (single-row inserts); statement: AFTER "
+        "INSERT per statement, vectorised (bulk INSERT ... SELECT and COPY; needs a primary key)",
+    )
+    attach.add_argument(
+        "--output",
+        nargs="+",
+        default=[],
+        metavar="OUTPUT=COLUMN",
+        help="where each output goes, e.g. prediction=risk 'probability(1)=risk_p' (default: "
+        "prediction and probability_<class> columns)",
+    )
+    attach.add_argument(
+        "--feature",
+        nargs="+",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="model fields read from differently named columns (default: same name, any case)",
+    )
+    attach.add_argument("--version-column", help="a column to record the scoring model version")
+    attach.add_argument(
+        "--on-error",
+        choices=["raise", "null"],
+        default="raise",
+        help="a row that can't be scored: fail the statement (raise) or keep it with NULL "
+        "scores and record why in scorekit.errors (null)",
+    )
+    attach.add_argument("--engine", choices=["auto", "native", "sklearn"], default="auto")
+    detach = db_action("detach", "stop scoring a table (its scores stay)")
+    detach.add_argument("table")
+    rescore = db_action("rescore", "score a table's existing rows with the deployed model")
+    rescore.add_argument("table")
+    rescore.add_argument(
+        "--stale-only", action="store_true", help="only rows whose version column differs"
+    )
+    rescore.add_argument("--batch-size", type=int, default=10_000)
+    db_promote_cmd = db_action("promote", "make a published version the database's champion")
+    db_promote_cmd.add_argument("name")
+    db_promote_cmd.add_argument("version", type=int)
+    db_rollback = db_action("rollback", "make the previous champion champion again")
+    db_rollback.add_argument("name")
     return parser
 
 
@@ -267,11 +349,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from ._bench import run_engines
 
-    for option in ("rows", "calls", "slow_calls", "repeats", "cold_runs"):
-        if getattr(args, option) < 1:
+    options = ("rows", "calls", "slow_calls", "repeats", "cold_runs", "singles", "slow_rows")
+    for option in options:
+        if getattr(args, option, 1) < 1:
             raise UsageError(f"--{option.replace('_', '-')} must be at least 1")
     if not Path(args.data).is_file():
         raise UsageError(f"--data {args.data} does not exist; run from the project root")
+    if args.kind == "db":
+        from ._bench_db import run_db
+
+        print(
+            run_db(
+                Path(args.data),
+                args.target,
+                Path(args.output),
+                args.rows,
+                args.singles,
+                args.slow_rows,
+                args.repeats,
+                args.cold_runs,
+                args.dsn,
+            )
+        )
+        print(f"wrote the db section of {args.output}", file=sys.stderr)
+        return 0
     print(
         run_engines(
             Path(args.data),
@@ -288,8 +389,59 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.rpartition("=")
+        if not sep or not key or not value:
+            raise UsageError(f"{option} expects NAME=COLUMN, got {item!r}")
+        pairs[key] = value
+    return pairs
+
+
 def cmd_db(args: argparse.Namespace) -> int:
-    print(database_url())
+    if args.action == "url":
+        print(args.dsn or database_url())
+        return 0
+    from . import _db
+
+    dsn = args.dsn
+    if args.action == "install":
+        print(_db.install(dsn))
+    elif args.action == "uninstall":
+        print(_db.uninstall(dsn))
+    elif args.action == "publish":
+        name, version, what = _db.publish(args.ref, store=args.store, promote=args.promote, dsn=dsn)
+        print(f"{name}@{version}: {what}")
+    elif args.action == "attach":
+        print(
+            _db.attach(
+                args.table,
+                args.model,
+                mode=args.mode,
+                outputs=_pairs(args.output, "--output"),
+                features=_pairs(args.feature, "--feature"),
+                version_column=args.version_column,
+                on_error=args.on_error,
+                engine=args.engine,
+                dsn=dsn,
+            )
+        )
+    elif args.action == "detach":
+        print(_db.detach(args.table, dsn))
+    elif args.action == "rescore":
+        if args.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+        count = _db.rescore(
+            args.table, stale_only=args.stale_only, batch_size=args.batch_size, dsn=dsn
+        )
+        print(f"rescored {count} rows of {args.table}")
+    elif args.action == "promote":
+        version = _db.promote(args.name, args.version, dsn)
+        print(f"{args.name}: champion in the database is now version {version}")
+    else:
+        version = _db.rollback(args.name, dsn)
+        print(f"{args.name}: rolled back; champion in the database is now version {version}")
     return 0
 
 

@@ -106,8 +106,10 @@ def _standalone_pickle(path: Path, data: bytes) -> Bundle:
     return PickledBundle(manifest, pipeline, str(path))
 
 
-def open_scorer(bundle: Bundle, engine: str = "auto") -> Scorer:
-    """Load ``bundle`` in ``engine``; "auto" tries AUTO_ORDER and logs which engine runs and why."""
+def open_scorer(
+    bundle: Bundle, engine: str = "auto", order: tuple[str, ...] = AUTO_ORDER
+) -> Scorer:
+    """Load ``bundle`` in ``engine``; "auto" tries ``order`` and logs which engine runs and why."""
     if engine != "auto":
         if engine not in ENGINES:
             raise UsageError(
@@ -115,7 +117,7 @@ def open_scorer(bundle: Bundle, engine: str = "auto") -> Scorer:
             )
         return _load_in(bundle, engine)
     skipped: list[str] = []
-    for name in AUTO_ORDER:
+    for name in order:
         try:
             scorer = _load_in(bundle, name)
         except _FALL_THROUGH as exc:

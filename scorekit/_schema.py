@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,9 @@ MESSAGE_PROBLEMS = 5
 MAX_DETAILS = 1000
 
 _INVALID = object()  # sentinel: a value that can't be read as the field's type
+_SLOW = object()  # sentinel: a value Field.read_one leaves to the batch path
+_PLAIN_NUMBERS = frozenset({float, int, type(None)})
+_EXACT_INT = 2**53  # ints up to this convert to float exactly and can't overflow
 
 
 def is_missing(value: Any) -> bool:
@@ -65,7 +69,7 @@ def _to_float(value: Any) -> Any:
             return math.nan
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return _INVALID
     if math.isinf(number):
         return _INVALID
@@ -99,6 +103,55 @@ def _to_canonical(dtype: str, value: Any) -> Any:
     return number
 
 
+def _read_number(value: Any) -> Any:
+    """Field.read_one for continuous fields."""
+    kind = type(value)
+    if kind is float:
+        return value if abs(value) != math.inf else _SLOW  # NaN passes: it is missing
+    if kind is int:
+        return float(value) if -_EXACT_INT <= value <= _EXACT_INT else _SLOW
+    if kind is Decimal:  # PostgreSQL numeric
+        try:
+            number = float(value)
+        except ValueError:  # a signalling NaN
+            return _SLOW
+        return number if abs(number) != math.inf else _SLOW
+    return math.nan if value is None else _SLOW
+
+
+def _category_reader(lookup: dict[Any, Any], refuse_bools: bool) -> Callable[[Any], Any]:
+    """Field.read_one for categorical fields with listed categories."""
+    get = lookup.get
+
+    def read(value: Any) -> Any:
+        if type(value) is str:
+            entry = get(value)
+            return _SLOW if entry is None else entry[0]
+        if value is None:
+            return None
+        if refuse_bools and type(value) is bool:
+            return _SLOW  # True == 1: never a numeric category by accident
+        try:
+            entry = get(value)
+        except TypeError:
+            return _SLOW
+        return _SLOW if entry is None else entry[0]
+
+    return read
+
+
+def _text_reader(dtype: str) -> Callable[[Any], Any]:
+    """Field.read_one for categorical fields that list no categories."""
+
+    def read(value: Any) -> Any:
+        if value is None:
+            return None
+        plain = type(value) is str and dtype == "string" and value not in MISSING_TOKENS
+        return value if plain else _SLOW
+
+    return read
+
+
 @dataclass(frozen=True)
 class Field:
     """One input field: its type and the treatment the model declares for bad values.
@@ -117,6 +170,7 @@ class Field:
     missing_replacement: Any = None
     invalid_treatment: str = "return_invalid"
     _lookup: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _read: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.optype not in OPTYPES:
@@ -139,6 +193,14 @@ class Field:
                         self._lookup[token] = entry
                         self._lookup[token.upper()] = entry
                         self._lookup[token.capitalize()] = entry
+        reader: Callable[[Any], Any]
+        if self.optype == "continuous":
+            reader = _read_number
+        elif self.categories is None:
+            reader = _text_reader(self.dtype)
+        else:
+            reader = _category_reader(self._lookup, refuse_bools=self.dtype != "boolean")
+        object.__setattr__(self, "_read", reader)  # frozen dataclass: set once, here
 
     @property
     def is_continuous(self) -> bool:
@@ -178,6 +240,12 @@ class Field:
             invalid_treatment=data.get("invalid_treatment", "return_invalid"),
         )
 
+    def read_one(self, value: Any) -> Any:
+        """One value as ``prepare`` would type it (a float, NaN for missing, for continuous
+        fields; the canonical category or None for categorical ones), by a shortcut for the
+        common cases; _SLOW when the value needs ``prepare`` (to parse text, or to explain)."""
+        return self._read(value)
+
     def prepare(
         self, values: Sequence[Any] | np.ndarray, row_offset: int = 0
     ) -> tuple[np.ndarray, list[Problem]]:
@@ -201,6 +269,12 @@ class Field:
         column = None
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
             column = values.astype(np.float64, copy=True)
+        elif isinstance(values, list) and set(map(type, values)) <= _PLAIN_NUMBERS:
+            # Python floats, ints and None (database arrays, JSON): numpy reads None as NaN.
+            try:
+                column = np.array(values, dtype=np.float64)
+            except OverflowError:
+                column = None
         elif _all_text(values):
             # Text (CSV cells): numpy parses a whole column at once; anything it can't read
             # (stray text, odd spacing around a missing token) takes the per-value path.
@@ -370,6 +444,20 @@ class InputSchema:
                 f"{', '.join(self.names)}.",
                 [Problem(None, name, "required field is absent") for name in missing],
             )
+
+    def prepare_one(
+        self, record: Mapping[str, Any], keys: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        """One record's values, typed exactly as ``prepare`` types them, without building
+        arrays; None when any value needs ``prepare`` (which then validates and explains).
+        ``keys``: where each field is in ``record`` (a row's column names), default its name."""
+        values: dict[str, Any] = {}
+        for f, key in zip(self.fields, keys or self.names, strict=True):
+            value = f._read(record[key])
+            if value is _SLOW:
+                return None
+            values[f.name] = value
+        return values
 
     def prepare(
         self, columns: Mapping[str, Sequence[Any] | np.ndarray], model: str, row_offset: int = 0

@@ -31,6 +31,31 @@ step "5. bad input is refused with a clear message (expected to fail):"
 printf 'Age,Employment,Education,Marital,Occupation,Income,Gender,Deductions,Hours\n38,Martian,College,Unmarried,Service,81838,Female,FALSE,72\n' > "$OUT/bad.csv"
 $SK score --model audit --input "$OUT/bad.csv" --output "$OUT/bad_scored.csv" || echo "(exit code $?)"
 
+step "6. in PostgreSQL: install scorekit into a fresh database, publish audit, attach it to a table"
+DSN=$(.venv/bin/python -c 'import sys, scorekit; from psycopg.conninfo import make_conninfo; print(make_conninfo(scorekit.database_url(), dbname="scorekit_demo"))')
+ADMIN=$(.venv/bin/scorekit db url)
+psql "$ADMIN" -qX -v ON_ERROR_STOP=1 -c 'DROP DATABASE IF EXISTS scorekit_demo' -c 'CREATE DATABASE scorekit_demo'
+$SK db install --dsn "$DSN"
+$SK db publish audit --dsn "$DSN"
+psql "$DSN" -qX -v ON_ERROR_STOP=1 -c "CREATE TABLE applications (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, age integer, employment text,
+    education text, marital text, occupation text, income double precision, gender text,
+    deductions text, hours integer, prediction integer, probability_1 double precision,
+    model_version integer)"
+$SK db attach applications audit --version-column model_version --dsn "$DSN"
+
+step "7. rows inserted with psql are scored by the database as they are written"
+psql "$DSN" -X -v ON_ERROR_STOP=1 -c "INSERT INTO applications
+    (age, employment, education, marital, occupation, income, gender, deductions, hours) VALUES
+    (38, 'Private', 'College', 'Unmarried', 'Service', 81838, 'Female', 'FALSE', 72),
+    (45, 'Private', 'Bachelor', 'Married', 'Executive', 127743.82, 'Male', 'TRUE', 50),
+    (NULL, 'SelfEmp', NULL, 'Married', 'Repair', NULL, 'Male', 'FALSE', NULL)
+    RETURNING id, age, occupation, prediction, round(probability_1::numeric, 4) AS p1, model_version"
+echo "   and a row the model can't score fails its statement, naming it (expected to fail):"
+psql "$DSN" -qX -c "INSERT INTO applications (age, employment, education, marital, occupation,
+    income, gender, deductions, hours) VALUES (38, 'Martian', 'College', 'Unmarried', 'Service',
+    81838, 'Female', 'FALSE', 72)" 2>&1 | sed -n 1p || true
+
 step "summary"
 .venv/bin/python - "$OUT/audit_scored.csv" "$OUT/audit_scored_pypmml.csv" \
     "$OUT/audit_scored_sklearn.csv" "$STORE" <<'PY'

@@ -76,3 +76,9 @@ def test_auto_engine_picks_native_without_heavy_imports(trained, session_store) 
         "assert model.engine == 'native', model.engine\n"
     )
     assert imported_heavy(code) == []
+
+
+def test_the_database_runtime_is_light() -> None:
+    """What PL/Python imports in the server (scorekit._plpython) pulls in no heavy module: a
+    connection's first prediction pays for numpy and scorekit only."""
+    assert imported_heavy("import scorekit._plpython") == []

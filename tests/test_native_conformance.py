@@ -805,3 +805,15 @@ def test_numbers_beyond_float32_in_a_float_field(trained, session_store) -> None
     }
     one, batch = one_and_batch(model, record)
     assert one["prediction"] == pytest.approx(batch["prediction"], abs=1e-12)
+
+
+@given(st.floats())
+def test_one_record_float32_rounding_is_numpys(value: float) -> None:
+    from scorekit._native._engine import _to_float32
+
+    with np.errstate(over="ignore"):
+        expected = float(np.float32(value))
+    got = _to_float32(value)
+    assert (got == expected and math.copysign(1, got) == math.copysign(1, expected)) or (
+        math.isnan(got) and math.isnan(expected)
+    )

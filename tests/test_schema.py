@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scorekit import Field, InputError, InputSchema, MissingColumnsError
+from scorekit._schema import _INVALID, _SLOW, _to_float
 
 AGE = Field("Age", "continuous", "double", observed_range=(17.0, 90.0), missing_replacement=37.0)
 JOB = Field(
@@ -229,3 +230,58 @@ def test_pandas_series_are_read_by_position_not_label() -> None:
         )
     (problem,) = caught.value.details
     assert (problem.row, problem.value) == (0, "Nope")  # position 0, whatever its label
+
+
+FREE_TEXT = Field("Note", "categorical", "string")
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**60), max_value=2**60),
+    st.floats(),
+    st.sampled_from(["Private", "PSLocal", "1", "2.0", "true", "N/A", "", " 3 ", "inf"]),
+    st.text(max_size=5),
+    st.decimals(allow_nan=True),
+    st.lists(st.integers(), max_size=1),
+)
+
+
+@given(ANY_VALUE)
+def test_read_one_types_a_value_exactly_as_prepare(value: object) -> None:
+    """The one-record shortcut either declines or gives what the batch path gives."""
+    for f in (*SCHEMA.fields, FREE_TEXT):
+        read = f.read_one(value)
+        if read is _SLOW:
+            continue
+        column, problems = f.prepare([value])
+        assert problems == []
+        if f.is_continuous:
+            assert (math.isnan(read) and math.isnan(column[0])) or read == column[0]
+            assert type(read) is float
+        else:
+            assert read == column[0] and type(read) is type(column[0])
+
+
+def test_prepare_one_declines_a_record_with_any_unusual_value() -> None:
+    record = {"Age": 38, "Employment": "Private", "Deductions": False, "origin": 2}
+    assert SCHEMA.prepare_one(record) == {
+        "Age": 38.0, "Employment": "Private", "Deductions": False, "origin": 2,
+    }  # fmt: skip
+    assert SCHEMA.prepare_one({**record, "Age": "38"}) is None
+    assert SCHEMA.prepare_one({**record, "Employment": "Martian"}) is None
+    assert SCHEMA.prepare_one({**record, "origin": True}) is None
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(), st.floats()), max_size=20))
+def test_lists_of_python_numbers_read_as_value_by_value(values: list[object]) -> None:
+    """The whole-list shortcut for database arrays agrees with the value-by-value reading."""
+    column, problems = AGE.prepare(values)
+    bad = []
+    for i, value in enumerate(values):
+        expected = _to_float(value)
+        if expected is _INVALID:
+            bad.append(i)
+            assert math.isnan(column[i])
+        else:
+            assert (math.isnan(expected) and math.isnan(column[i])) or expected == column[i]
+    assert [p.row for p in problems] == bad

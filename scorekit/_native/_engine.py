@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
@@ -26,8 +27,22 @@ from ._models import (
     mining_replacements,
 )
 
+# How score_values reads each field's value: a double, a double rounded to float32, or text.
+_NUMBER, _FLOAT32, _TEXT = "number", "float32", "text"
 DEFAULT_PRECISION = 1e-6
 DEFAULT_ZERO_THRESHOLD = 1e-16
+
+
+_FLOAT = struct.Struct("f")
+
+
+def _to_float32(value: float) -> float:
+    """value rounded to float32 as numpy rounds it (to nearest), without numpy's per-call cost;
+    beyond float32's range it is +-inf, as numpy gives."""
+    try:
+        return float(_FLOAT.unpack(_FLOAT.pack(value))[0])
+    except OverflowError:
+        return math.copysign(math.inf, value)
 
 
 class NativeScorer:
@@ -80,6 +95,10 @@ class NativeScorer:
         self._one_ready = not self.active_treatments and all(
             d.one is not None for d in self.global_fields
         )
+        self._value_kinds = [
+            (t.name, (_FLOAT32 if t.dtype == "float" else _NUMBER) if t.kind == NUM else _TEXT)
+            for t in self.treatments
+        ]
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> NativeScorer:
@@ -140,17 +159,22 @@ class NativeScorer:
         has no one-record form; the caller then uses score()."""
         if not self._one_ready:
             return None
+        return self.score_values({t.name: batch[t.name][0] for t in self.treatments})
+
+    def score_values(self, prepared: Mapping[str, Any]) -> tuple[Any, list[float] | None] | None:
+        """score_one for one record's values as InputSchema.prepare_one gives them."""
+        if not self._one_ready:
+            return None
         values: dict[str, Any] = {}
-        for t in self.treatments:
-            value = batch[t.name][0]
-            if t.kind == NUM:
+        for name, kind in self._value_kinds:
+            value = prepared[name]
+            if kind is _NUMBER:
                 value = math.nan if value is None else float(value)
-                if t.dtype == "float":
-                    with np.errstate(over="ignore"):  # beyond float32's range: +-inf
-                        value = float(np.float32(value))
+            elif kind is _FLOAT32:
+                value = math.nan if value is None else _to_float32(float(value))
             elif value is not None and not isinstance(value, str):
                 value = None if value != value else as_text(value)
-            values[t.name] = value
+            values[name] = value
         try:
             result = self.plan.one(complete_values(values, self.replacements, self.global_fields))
         except ArithmeticError:  # overflow or a zero divisor: numpy's IEEE answer is the batch's

@@ -29,7 +29,14 @@ from ._expr import (
     parse_scalar,
     unsupported,
 )
-from ._tree import NO_VALUE, PREDICATES, CompiledForest, FlatForest
+from ._tree import (
+    FALLBACK,
+    NO_VALUE,
+    PREDICATES,
+    CompiledForest,
+    FlatForest,
+    generate_scalar_forest,
+)
 
 
 @dataclass
@@ -583,13 +590,29 @@ class ForestPlan(Plan):
         walk = self._scalar_walk()
         if walk is None:
             return None
-        features, feature, threshold, on_hit, on_miss, on_missing, leaf_row, leaf_values = walk
-        xs = []
-        for name, equals in features:
-            x = values[name]
-            if equals is not NO_VALUE:
-                x = math.nan if x is None or x != x else (1.0 if x == equals else 0.0)
-            xs.append(x)
+        generated = self._generated
+        total: Any = generated(values) if generated is not None else FALLBACK
+        if total is FALLBACK:
+            xs = []
+            for name, equals in walk[0]:
+                x = values[name]
+                if equals is not NO_VALUE:
+                    x = math.nan if x is None or x != x else (1.0 if x == equals else 0.0)
+                xs.append(x)
+            total = self._walk_lists(xs, walk)
+            if total is None:
+                return None
+        weights = self.weights
+        if self.method == "average":
+            total = [v / len(weights) for v in total]
+        elif self.method == "weightedAverage":
+            weight_sum = float(weights.sum())
+            total = [v / weight_sum for v in total]
+        return total[0] if self.function == "regression" else total
+
+    def _walk_lists(self, xs: list[float], walk: Any) -> list[float] | None:
+        """The weighted sum of the trees' leaves, walking the node lists (any input)."""
+        _, feature, threshold, on_hit, on_miss, on_missing, leaf_row, leaf_values = walk
         width = len(leaf_values[0])
         total = [0.0] * width
         weights = self.weights.tolist()
@@ -608,12 +631,7 @@ class ForestPlan(Plan):
                 return None  # a null prediction: the batch path applies the treatment
             w = weights[t] if self.method == "weightedAverage" else 1.0
             total = [a + w * b for a, b in zip(total, leaf, strict=True)]
-        if self.method == "average":
-            total = [v / len(weights) for v in total]
-        elif self.method == "weightedAverage":
-            weight_sum = float(self.weights.sum())
-            total = [v / weight_sum for v in total]
-        return total[0] if self.function == "regression" else total
+        return total
 
     def _scalar_walk(self) -> Any:
         """The node arrays as Python lists, built on first use; None if the forest has
@@ -634,6 +652,26 @@ class ForestPlan(Plan):
                     forest.on_missing.tolist(),
                     forest.leaf_row.tolist(),
                     forest.values.tolist(),
+                )
+            self._generated = None
+            if self._walk is not None:
+                features, feature, threshold, on_hit, on_miss, _, leaf_row, leaf_values = self._walk
+                roots = forest.roots.tolist()
+                weights = (
+                    self.weights.tolist()
+                    if self.method == "weightedAverage"
+                    else [1.0] * len(roots)
+                )
+                self._generated = generate_scalar_forest(
+                    features,
+                    feature,
+                    threshold,
+                    on_hit,
+                    on_miss,
+                    leaf_row,
+                    leaf_values,
+                    roots,
+                    weights,
                 )
         return self._walk
 

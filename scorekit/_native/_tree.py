@@ -316,3 +316,87 @@ class CompiledForest:
             active = active[still]
             row = row[still]
         return self.leaf_row[node].reshape(n_trees, n)
+
+
+# --- one record: the forest as generated Python code --------------------------------------------
+# Walking node lists costs ~100 ns per node in CPython; the same trees as nested if/else on local
+# variables cost a few tens. So the one-record form of a forest that is small enough becomes one
+# generated function. It declines (returns FALLBACK) on a missing input or a null leaf, and the
+# caller then walks the node lists, which handle both.
+FALLBACK = object()
+MAX_GENERATED_NODES = 20_000  # beyond this, compiling the code takes longer than it saves
+MAX_GENERATED_DEPTH = 80  # CPython's parser allows 100 nested blocks
+
+
+def generate_scalar_forest(
+    features: list[tuple[str, Any]],
+    feature: list[int],
+    threshold: list[float],
+    on_hit: list[int],
+    on_miss: list[int],
+    leaf_row: list[int],
+    leaf_values: list[list[float]],
+    roots: list[int],
+    weights: list[float],
+) -> Any:
+    """A function values -> the weighted sum of every tree's leaf values (a list, one per
+    class), summed tree by tree in order as the batch form does; or None if the forest is too
+    big. ``features`` are (field name, NO_VALUE) for a number, (field name, value) for an
+    "equals value" indicator, whose 0/1 test becomes a comparison of the field's value."""
+    if len(feature) > MAX_GENERATED_NODES:
+        return None
+    if not all(math.isfinite(t) for t, f in zip(threshold, feature, strict=True) if f >= 0):
+        return None
+    width = len(leaf_values[0]) if leaf_values else 1
+    totals = [f"t{j}" for j in range(width)]
+    fields = list(dict.fromkeys(name for name, _ in features))
+    local = {name: f"v{i}" for i, name in enumerate(fields)}
+    constants: list[Any] = []
+    lines = ["def forest(values):"]
+    for name in fields:
+        lines.append(f"    {local[name]} = values[{name!r}]")
+    if fields:  # a missing value takes the node walk, which applies the missing-value strategy
+        checks = " or ".join(f"{v} is None or {v} != {v}" for v in local.values())
+        lines += [f"    if {checks}:", "        return FALLBACK"]
+    lines.append(f"    {', '.join(totals)}, = {', '.join(['0.0'] * width)},")
+
+    def emit(node: int, depth: int, weight: float) -> bool:
+        if depth > MAX_GENERATED_DEPTH:
+            return False
+        pad = "    " * depth
+        f = feature[node]
+        if f < 0:
+            leaf = leaf_values[leaf_row[node]]
+            if any(math.isinf(v) for v in leaf):
+                return False  # no literal for it; rare enough to leave to the node walk
+            if any(v != v for v in leaf):
+                lines.append(f"{pad}return FALLBACK")
+            else:
+                lines.extend(
+                    f"{pad}{total} += {weight * value!r}"
+                    for total, value in zip(totals, leaf, strict=True)
+                )
+            return True
+        name, equals = features[f]
+        if equals is NO_VALUE:
+            test = f"{local[name]} <= {threshold[node]!r}"
+        elif threshold[node] >= 1.0:  # the indicator is 0 or 1: always at most the threshold
+            return emit(on_hit[node], depth, weight)
+        elif threshold[node] >= 0.0:  # at most the threshold exactly when the indicator is 0
+            constants.append(equals)
+            test = f"{local[name]} != C[{len(constants) - 1}]"
+        else:
+            return emit(on_miss[node], depth, weight)
+        lines.append(f"{pad}if {test}:")
+        if not emit(on_hit[node], depth + 1, weight):
+            return False
+        lines.append(f"{pad}else:")
+        return emit(on_miss[node], depth + 1, weight)
+
+    for root, weight in zip(roots, weights, strict=True):
+        if not emit(root, 1, weight):
+            return None
+    lines.append(f"    return [{', '.join(totals)}]")
+    namespace: dict[str, Any] = {"FALLBACK": FALLBACK, "C": constants}
+    exec(compile("\n".join(lines), "<scorekit forest>", "exec"), namespace)
+    return namespace["forest"]

@@ -1,0 +1,266 @@
+"""`scorekit bench db`: in-database scoring measured side by side in one run.
+
+For each model, against the same source rows and the same table definition: a plain INSERT ...
+SELECT with no trigger, with the row trigger (sklearn engine, native engine) and with the
+statement trigger; then single-row INSERTs in one transaction with each; then the first
+prediction in a new connection. It works in a database of its own, created and dropped here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _db
+from ._bench import machine_description, write_section
+from ._config import database_url
+
+MODELS = (("logreg", "logistic regression"), ("gbm", "gradient boosting, 100 trees"))
+# (label, mode, engine); mode None: no trigger
+VARIANTS: tuple[tuple[str, str | None, str | None], ...] = (
+    ("no trigger", None, None),
+    ("row trigger, sklearn", "row", "sklearn"),
+    ("row trigger, native", "row", "native"),
+    ("statement trigger, native", "statement", "native"),
+)
+# data/audit.csv's fields and the column types the benchmark table gives them
+FIELDS = (
+    ("Age", "integer"),
+    ("Employment", "text"),
+    ("Education", "text"),
+    ("Marital", "text"),
+    ("Occupation", "text"),
+    ("Income", "double precision"),
+    ("Gender", "text"),
+    ("Deductions", "text"),
+    ("Hours", "integer"),
+)
+
+
+@dataclass
+class Figures:
+    bulk_rows_per_s: float
+    single_rows_per_s: float
+
+
+@contextlib.contextmanager
+def bench_database(dsn: str) -> Iterator[str]:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"scorekit_bench_{os.getpid()}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield make_conninfo(dsn, dbname=name)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                [name],
+            )
+            admin.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def _source_rows(data: Path, rows: int) -> list[list[str | None]]:
+    with open(data, newline="") as f:
+        read = [[row[name] for name, _ in FIELDS] for row in csv.DictReader(f)]
+    return [read[i % len(read)] for i in range(rows)]
+
+
+def run_db(
+    data: Path,
+    target: str,
+    output: Path,
+    rows: int,
+    singles: int,
+    slow_rows: int,
+    repeats: int,
+    cold_runs: int,
+    dsn: str | None,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> str:
+    import psycopg
+
+    from ._training import train
+
+    columns = ", ".join(name.lower() for name, _ in FIELDS)
+    definition = ", ".join(f"{name.lower()} {kind}" for name, kind in FIELDS)
+    source = _source_rows(data, rows)
+    results: dict[str, dict[str, Figures]] = {}
+    cold: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as store, bench_database(dsn or database_url()) as url:
+        _db.install(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE bench_source ({definition})")
+            with conn.cursor().copy(f"COPY bench_source ({columns}) FROM STDIN") as copy:
+                for row in source:
+                    copy.write_row(row)
+            conn.execute("ANALYZE bench_source")
+        for algorithm, _ in MODELS:
+            manifest = train(data, target, f"bench-{algorithm}", algorithm=algorithm, store=store)
+            name, _, _ = _db.publish(manifest.ref, store=store, dsn=url)
+            results[algorithm] = {}
+            for label, mode, engine in VARIANTS:
+                # The sklearn engine pays its whole pipeline per row (~25 ms): fewer rows.
+                n_bulk, n_singles = (
+                    (min(rows, slow_rows), min(singles, slow_rows))
+                    if engine == "sklearn"
+                    else (rows, singles)
+                )
+                figures = _measure(
+                    url,
+                    name,
+                    mode,
+                    engine,
+                    columns,
+                    definition,
+                    source[:n_bulk],
+                    n_singles,
+                    repeats,
+                )
+                results[algorithm][label] = figures
+                log(
+                    f"{algorithm:7} {label:27} INSERT ... SELECT {figures.bulk_rows_per_s:10,.0f} "
+                    f"rows/s; single-row INSERTs {figures.single_rows_per_s:9,.0f} rows/s"
+                )
+            cold[algorithm] = _first_prediction(url, name, source[0], cold_runs)
+            log(f"{algorithm:7} first prediction in a new connection: {cold[algorithm]:.3f} s")
+        server = _server_version(url)
+    body = _markdown(data, rows, singles, slow_rows, repeats, cold_runs, results, cold, server)
+    write_section(output, "db", body)
+    return body
+
+
+def _measure(
+    url: str,
+    model: str,
+    mode: str | None,
+    engine: str | None,
+    columns: str,
+    definition: str,
+    source: list[list[str | None]],
+    singles: int,
+    repeats: int,
+) -> Figures:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_target")
+        conn.execute(
+            "CREATE TABLE bench_target (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+            f"{definition}, prediction integer, probability_0 double precision, "
+            "probability_1 double precision)"
+        )
+        if mode is not None:
+            _db.attach("bench_target", model, mode=mode, engine=engine or "auto", dsn=url)
+        bulk_sql = (
+            f"INSERT INTO bench_target ({columns}) SELECT {columns} FROM bench_source "
+            f"LIMIT {len(source)}"
+        )
+        # Warm up: the connection imports scorekit and loads the model once, as in production.
+        conn.execute(bulk_sql.replace(f"LIMIT {len(source)}", "LIMIT 10"))
+
+        placeholders = ", ".join(["%s"] * len(FIELDS))
+        single_sql = f"INSERT INTO bench_target ({columns}) VALUES ({placeholders})"
+
+        def bulk() -> None:
+            conn.execute(bulk_sql)
+
+        def one_by_one() -> None:
+            with conn.transaction():
+                for row in source[:singles]:
+                    conn.execute(single_sql, row)
+
+        def on_empty_table(fn: Callable[[], None]) -> float:
+            conn.execute("TRUNCATE bench_target")
+            started = time.perf_counter()
+            fn()
+            return time.perf_counter() - started
+
+        bulk_s = statistics.median(on_empty_table(bulk) for _ in range(repeats))
+        single_s = statistics.median(on_empty_table(one_by_one) for _ in range(repeats))
+        conn.execute("DROP TABLE bench_target")
+    return Figures(len(source) / bulk_s, singles / single_s)
+
+
+def _first_prediction(url: str, model: str, row: list[str | None], runs: int) -> float:
+    import json
+
+    import psycopg
+
+    record = json.dumps({name: value for (name, _), value in zip(FIELDS, row, strict=True)})
+    times = []
+    for _ in range(runs):
+        with psycopg.connect(url, autocommit=True) as conn:
+            started = time.perf_counter()
+            conn.execute("SELECT scorekit.predict(%s, %s)", [model, record])
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _markdown(
+    data: Path,
+    rows: int,
+    singles: int,
+    slow_rows: int,
+    repeats: int,
+    cold_runs: int,
+    results: dict[str, dict[str, Figures]],
+    cold: dict[str, float],
+    server: str,
+) -> str:
+    import datetime as dt
+
+    lines = [
+        "## In-database scoring: `scorekit bench db`",
+        "",
+        f"Measured {dt.date.today().isoformat()} on {machine_description()}, PostgreSQL "
+        f"{server}. One run: for each model the same {rows:,} source rows "
+        f"({data} repeated) go into the same table definition with each trigger; "
+        f"INSERT ... SELECT is one statement, median of {repeats}; single-row INSERTs are "
+        f"{singles:,} INSERT statements from the client in one transaction, median of "
+        f"{repeats}. The table has a bigint identity primary key, the nine feature columns and "
+        "three score columns. Each connection was warmed up (scorekit imported, model loaded) "
+        f"before timing. The sklearn engine's rows are capped at {slow_rows:,} (each row runs "
+        "the whole pickled pipeline, pandas included).",
+        "",
+        "| model | trigger | INSERT ... SELECT rows/s | vs no trigger | single-row INSERTs "
+        "rows/s | vs no trigger |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for algorithm, label in MODELS:
+        figures = results[algorithm]
+        base = figures["no trigger"]
+        for variant, _, _ in VARIANTS:
+            f = figures[variant]
+            lines.append(
+                f"| {label} | {variant} | {f.bulk_rows_per_s:,.0f} | "
+                f"{f.bulk_rows_per_s / base.bulk_rows_per_s:.3g}x | "
+                f"{f.single_rows_per_s:,.0f} | "
+                f"{f.single_rows_per_s / base.single_rows_per_s:.3g}x |"
+            )
+    lines += [
+        "",
+        f"First prediction in a new connection (`SELECT scorekit.predict(...)`: imports, model "
+        f"load from scorekit.models, sha256 check, scoring), median of {cold_runs} connections: "
+        + "; ".join(f"{label} {cold[a]:.3f} s" for a, label in MODELS)
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _server_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]).split()[0] if row else "unknown"

@@ -1,0 +1,301 @@
+"""The client side of in-database scoring: install scorekit into PostgreSQL and manage models.
+
+``scorekit db ...`` calls these. Every statement passes names as query parameters (a table as
+``%s::regclass``), never spliced into SQL, so no table, column or model name can inject SQL.
+The scoring itself runs inside the server (scorekit._plpython); psycopg is imported here only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sysconfig
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from ._bundle import PICKLE_FILE, PMML_FILE
+from ._config import database_url
+from ._errors import (
+    EngineUnavailableError,
+    IncompatibleModelError,
+    InputError,
+    IntegrityError,
+    MissingColumnsError,
+    ModelError,
+    ModelNotFoundError,
+    ScorekitError,
+    StoreError,
+    UnsupportedModelError,
+    UsageError,
+)
+from ._store import ModelStore, open_store
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+PUBLISHER_ROLE = "scorekit_publisher"
+SCORER_ROLE = "scorekit_scorer"
+
+# The error classes the server raises by code (scorekit._plpython puts the code in DETAIL).
+_BY_CODE: dict[str, type[ScorekitError]] = {
+    cls.code: cls
+    for cls in (
+        UsageError,
+        InputError,
+        MissingColumnsError,
+        ModelNotFoundError,
+        ModelError,
+        IntegrityError,
+        IncompatibleModelError,
+        UnsupportedModelError,
+        EngineUnavailableError,
+        StoreError,
+    )
+}
+
+
+def translate(exc: Exception, dsn: str, subject: str | None = None) -> ScorekitError:
+    """A PostgreSQL error as the scorekit error it stands for, with the server's message
+    (prefixed by ``subject``, such as "table 'x'", when the server's message may not name it)."""
+    import psycopg
+
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(exc, psycopg.OperationalError) and sqlstate is None:
+        return StoreError(f"can't connect to the database at {dsn}: {str(exc).strip()}")
+    diag = getattr(exc, "diag", None)
+    message = (diag.message_primary if diag is not None else None) or str(exc).strip()
+    message = message.removeprefix("plpy.Error: ").removeprefix("scorekit: ")
+    if subject and sqlstate in ("42P01", "42602", "3F000"):
+        message = f"{subject}: {message}"
+    try:
+        code = json.loads(diag.message_detail or "{}").get("code") if diag is not None else None
+    except ValueError:
+        code = None
+    hint = diag.message_hint if diag is not None else None
+    if hint:
+        message = f"{message} ({hint})"
+    if code in _BY_CODE:
+        return _BY_CODE[code](message)
+    if sqlstate == "42501":
+        return UsageError(
+            f"{message}: the role lacks a privilege. Publishing, promoting and attaching need "
+            f"role {PUBLISHER_ROLE}, scoring needs {SCORER_ROLE} (GRANT {PUBLISHER_ROLE} TO ...)"
+        )
+    if sqlstate == "42704":
+        return ModelNotFoundError(message)
+    if sqlstate and sqlstate.startswith(("22", "42", "55")):
+        return UsageError(message)
+    return ScorekitError(f"database error {sqlstate}: {message}")
+
+
+@contextlib.contextmanager
+def connect(dsn: str | None = None, subject: str | None = None) -> Iterator[Any]:
+    """A psycopg connection in one transaction (committed on success), errors translated."""
+    import psycopg
+
+    url = dsn or database_url()
+    try:
+        with psycopg.connect(url) as conn:
+            yield conn
+    except psycopg.Error as exc:
+        raise translate(exc, url, subject) from exc
+
+
+def site_packages() -> str:
+    """Where this interpreter's packages (scorekit, numpy) are: what PL/Python must import."""
+    return sysconfig.get_paths()["purelib"]
+
+
+def install(dsn: str | None = None) -> str:
+    """Create or update the scorekit schema, roles and functions; returns a summary line."""
+    script = (SQL_DIR / "install.sql").read_text()
+    with connect(dsn) as conn:
+        who, is_super = conn.execute(
+            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if not is_super:
+            raise UsageError(
+                f"scorekit db install needs a superuser, because PL/Python (plpython3u) is "
+                f"untrusted; connected as {who}, which is not one. Connect as a superuser "
+                "(--dsn), or ask one to run the install"
+            )
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'plpython3u'"
+        ).fetchone()
+        if available is None:
+            version = conn.execute("SHOW server_version_num").fetchone()[0]
+            raise UsageError(
+                "the database server has no PL/Python (plpython3u): install the Debian package "
+                f"postgresql-plpython3-{int(version) // 10000} on the server (make setup does "
+                "that locally), then run scorekit db install again"
+            )
+        conn.execute("SET LOCAL client_min_messages = warning")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS plpython3u")
+        conn.execute(script)
+        path = site_packages()
+        conn.execute(
+            "INSERT INTO scorekit.runtime (site_packages, scorekit_version) VALUES (%s, %s) "
+            "ON CONFLICT (singleton) DO UPDATE SET site_packages = excluded.site_packages, "
+            "scorekit_version = excluded.scorekit_version, installed_at = now(), "
+            "installed_by = current_user",
+            [path, __version__],
+        )
+        conn.execute(
+            "CREATE FUNCTION pg_temp.scorekit_probe() RETURNS text LANGUAGE plpython3u AS $$\n"
+            "try:\n"
+            "    plpy.execute('SELECT scorekit._boot()')\n"
+            "except plpy.SPIError as exc:\n"
+            "    return str(exc)\n"
+            "import scorekit, numpy\n"
+            "return ''\n"
+            "$$"
+        )
+        (problem,) = conn.execute("SELECT pg_temp.scorekit_probe()").fetchone()
+        if problem:
+            raise UsageError(
+                f"the database server can't import scorekit from {path}: {problem}. Its OS user "
+                "(postgres) needs read access to that directory and its parents, and the "
+                "server's PL/Python must be the same Python as the virtualenv (build it from "
+                "/usr/bin/python3)"
+            )
+    where = dsn or database_url()
+    return f"installed scorekit {__version__} into {where}; PL/Python imports from {path}"
+
+
+def uninstall(dsn: str | None = None) -> str:
+    """Drop the scorekit schema: models, deployments, attachments (and their triggers), errors.
+    Scored tables and their columns stay; so do the roles, which other databases may use."""
+    with connect(dsn) as conn:
+        conn.execute("SET LOCAL client_min_messages = warning")
+        conn.execute((SQL_DIR / "uninstall.sql").read_text())
+    return (
+        f"removed scorekit from {dsn or database_url()}; the roles {PUBLISHER_ROLE} and "
+        f"{SCORER_ROLE} are kept (DROP ROLE them once no database uses them)"
+    )
+
+
+def publish(
+    ref: str,
+    *,
+    store: str | ModelStore | None = None,
+    promote: bool | None = None,
+    dsn: str | None = None,
+) -> tuple[str, int, str]:
+    """Copy a version from a model store into scorekit.models, keeping its number.
+
+    ``promote=None`` makes it champion only if the model has none; True always; False never.
+    Returns (name, version, what happened)."""
+    from ._loading import parse_ref
+
+    name, selector = parse_ref(ref)
+    model_store = open_store(store)
+    version = model_store.resolve(name, selector)
+    bundle = model_store.bundle(name, version)
+    artifacts = {a: bundle.read(a) for a in (PMML_FILE, PICKLE_FILE) if bundle.has(a)}
+    digests = bundle.manifest.artifacts
+    with connect(dsn) as conn:
+        existing = conn.execute(
+            "SELECT pmml_sha256, pickle_sha256 FROM scorekit.models WHERE name = %s AND "
+            "version = %s",
+            [name, int(version)],
+        ).fetchone()
+        if existing is None:
+            conn.execute(
+                "INSERT INTO scorekit.models (name, version, manifest, pmml, pickle, "
+                "pmml_sha256, pickle_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    name,
+                    int(version),
+                    bundle.manifest.to_json().decode(),
+                    artifacts.get(PMML_FILE),
+                    artifacts.get(PICKLE_FILE),
+                    digests.get(PMML_FILE),
+                    digests.get(PICKLE_FILE),
+                ],
+            )
+            what = "published"
+        elif existing == (digests.get(PMML_FILE), digests.get(PICKLE_FILE)):
+            what = "already published (same artifacts)"
+        else:
+            raise UsageError(
+                f"{name}@{version} is already in the database with different artifacts "
+                f"(pmml sha256 {existing[0]}, here {digests.get(PMML_FILE)}); versions are "
+                "immutable. Publish from the store it came from, or train a new version"
+            )
+        champion = conn.execute("SELECT scorekit.champion(%s)", [name]).fetchone()[0]
+        if promote or (promote is None and champion is None):
+            action = "promote" if promote else "publish"
+            conn.execute(
+                "INSERT INTO scorekit.deployments (model, version, action, previous) "
+                "SELECT %s, %s, %s, scorekit.champion(%s)",
+                [name, int(version), action, name],
+            )
+            what += f"; champion is now version {version}"
+        else:
+            what += f"; champion stays version {champion}"
+    return name, int(version), what
+
+
+def call(
+    sql: str, params: Mapping[str, Any] | list[Any], dsn: str | None, subject: str | None = None
+) -> Any:
+    """Run one scorekit SQL function and return its value."""
+    with connect(dsn, subject) as conn:
+        return conn.execute(sql, params).fetchone()[0]
+
+
+def attach(
+    table: str,
+    model: str,
+    *,
+    mode: str = "row",
+    outputs: Mapping[str, str] | None = None,
+    features: Mapping[str, str] | None = None,
+    version_column: str | None = None,
+    on_error: str = "raise",
+    engine: str = "auto",
+    dsn: str | None = None,
+) -> str:
+    return str(
+        call(
+            "SELECT scorekit.attach(%s::regclass, %s, mode => %s, outputs => %s::jsonb, "
+            "features => %s::jsonb, version_column => %s, on_error => %s, engine => %s)",
+            [
+                table,
+                model,
+                mode,
+                json.dumps(outputs) if outputs else None,
+                json.dumps(features) if features else None,
+                version_column,
+                on_error,
+                engine,
+            ],
+            dsn,
+            f"table {table!r}",
+        )
+    )
+
+
+def detach(table: str, dsn: str | None = None) -> str:
+    return str(call("SELECT scorekit.detach(%s::regclass)", [table], dsn, f"table {table!r}"))
+
+
+def rescore(
+    table: str, *, stale_only: bool = False, batch_size: int = 10_000, dsn: str | None = None
+) -> int:
+    return int(
+        call(
+            "SELECT scorekit.rescore(%s::regclass, %s, %s)",
+            [table, stale_only, batch_size],
+            dsn,
+            f"table {table!r}",
+        )
+    )
+
+
+def promote(name: str, version: int, dsn: str | None = None) -> int:
+    return int(call("SELECT scorekit.promote(%s, %s)", [name, version], dsn))
+
+
+def rollback(name: str, dsn: str | None = None) -> int:
+    return int(call("SELECT scorekit.rollback(%s)", [name], dsn))

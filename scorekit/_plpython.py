@@ -1,0 +1,954 @@
+"""The PL/Python side of in-database scoring: what the functions in sql/install.sql call.
+
+An adapter at the edge. ``scorekit._boot()`` imports it inside the database server; ``import
+scorekit`` never does. It turns rows, trigger data and jsonb text into plain records and columns
+for :class:`Model`, and scorekit's errors into PostgreSQL errors with their SQLSTATE.
+
+One :class:`Runtime` per connection, kept in PL/Python's GD:
+
+- models are loaded once per (name, version, engine), from scorekit.models, sha256-checked;
+- each attached table has a scoring state, refreshed by its BEFORE ... FOR EACH STATEMENT trigger
+  with one query that also resolves the deployed version. Row triggers then score with no query
+  at all, and one statement never mixes versions: a promote takes effect for the statements that
+  start after it commits.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ._bundle import PICKLE_FILE, PMML_FILE, Bundle
+from ._errors import (
+    InputError,
+    IntegrityError,
+    ModelNotFoundError,
+    Problem,
+    ScorekitError,
+    UsageError,
+)
+from ._loading import open_scorer, parse_ref
+from ._manifest import Manifest
+from ._model import Model
+from ._output import PREDICTION
+from ._store import CHAMPION
+
+# engine => 'auto' tries these in order. pypmml is not offered: it would start a JVM inside the
+# database server.
+DB_ENGINES = ("native", "sklearn")
+MODES = ("row", "statement")
+ON_ERROR = ("raise", "null")
+MODEL_CACHE_SIZE = 8  # loaded (name, version, engine) per connection; the oldest is dropped
+CHUNK_ROWS = 10_000  # rows per vectorised call when a statement or a rescore scores many rows
+MESSAGE_PROBLEMS = 5
+
+STATEMENT_TRIGGER = "scorekit_statement"  # BEFORE ... FOR EACH STATEMENT: resolve the version
+ROW_TRIGGER = "scorekit_row"  # BEFORE INSERT OR UPDATE ... FOR EACH ROW: score in the row
+INSERTED_TRIGGER = "scorekit_inserted"  # AFTER INSERT ... FOR EACH STATEMENT: score the statement
+TRANSITION_TABLE = "scorekit_new"
+
+_NUMERIC_CATEGORY = "N"  # pg_type.typcategory
+_STRING_CATEGORY = "S"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Column:
+    name: str
+    type: str  # format_type(), e.g. "double precision"
+    category: str  # pg_type.typcategory
+
+
+@dataclass
+class TableScoring:
+    """How one attached table is scored, for the statement that is running."""
+
+    table: str  # schema-qualified, quoted: safe to put in SQL
+    model: Model
+    version: int
+    features: list[tuple[str, str]]  # (model field, table column)
+    outputs: list[tuple[str, str]]  # (output column of the model, table column)
+    version_column: str | None
+    on_error: str
+    key_columns: list[str]
+    attached_at: str
+    statement: str = ""  # statement_timestamp() of the statement this state serves
+    rows: int = 0  # rows seen by the row trigger in this statement, for messages
+    _plans: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.columns = [column for _, column in self.features]  # in the schema's field order
+        probability = {name: j for j, name in enumerate(self.model.output_columns[1:])}
+        # (table column, index into the probabilities; -1 for the prediction)
+        self.writes = [
+            (column, -1 if output == PREDICTION else probability[output])
+            for output, column in self.outputs
+        ]
+
+    def column_of(self, field_name: str | None) -> str | None:
+        return next((c for f, c in self.features if f == field_name), None)
+
+
+def _edge(method: F) -> F:
+    """Turn what a PL/Python entry point raises into a PostgreSQL error: scorekit's errors with
+    their SQLSTATE and message, anything else as an internal error without a traceback in the
+    message (it goes to DETAIL). PostgreSQL's own errors (SPIError) pass through unchanged."""
+
+    @functools.wraps(method)
+    def wrapper(self: Runtime, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except (self.plpy.Error, self.plpy.SPIError, self.plpy.Fatal):
+            raise
+        except ScorekitError as exc:
+            self.fail(exc)
+        except Exception as exc:
+            self.plpy.error(
+                f"scorekit internal error in {method.__name__}: {type(exc).__name__}: {exc}",
+                detail=traceback.format_exc(limit=8),
+                sqlstate="XX000",
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Runtime:
+    """Everything one database connection scores with; the SQL functions call its methods."""
+
+    def __init__(self, plpy: Any) -> None:
+        self.plpy = plpy
+        self._plans: dict[str, Any] = {}
+        self._models: OrderedDict[tuple[str, int, str], Model] = OrderedDict()
+        self._tables: dict[str, TableScoring] = {}  # by the table's oid, as TD["relid"] gives it
+        self.loads = 0  # models loaded by this connection
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _query(self, sql: str, types: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
+        """Run a query through a prepared plan kept for the connection."""
+        plan = self._plans.get(sql)
+        if plan is None:
+            plan = self._plans[sql] = self.plpy.prepare(sql, list(types))
+        return self.plpy.execute(plan, list(args))
+
+    def fail(self, exc: ScorekitError, table: str | None = None, column: str | None = None) -> None:
+        details = [p.to_dict() for p in exc.details[:20]]
+        extra: dict[str, str] = {}
+        if table:
+            extra["table_name"] = table
+        if column:
+            extra["column_name"] = column
+        self.plpy.error(
+            f"scorekit: {exc.message}",
+            detail=json.dumps({"code": exc.code, "details": details}, default=str),
+            sqlstate=exc.sqlstate,
+            **extra,
+        )
+
+    # --- models -------------------------------------------------------------------------------
+    def resolve(self, ref: str) -> tuple[str, int]:
+        """'audit', 'audit@champion' or 'audit@3' -> (name, version) as deployed now."""
+        name, selector = parse_ref(ref)
+        if selector is not None and selector != CHAMPION:
+            if not selector.isdigit():
+                raise UsageError(
+                    f"model reference {ref!r}: in the database a model is named as name, "
+                    f"name@champion or name@<version>, not by the alias {selector!r}"
+                )
+            return name, int(selector)
+        version = self._query("SELECT scorekit.champion($1) AS v", ["text"], [name])[0]["v"]
+        if version is None:
+            raise self._not_deployed(name)
+        return name, int(version)
+
+    def _not_deployed(self, name: str) -> ModelNotFoundError:
+        rows = self._query(
+            "SELECT string_agg(version::text, ', ' ORDER BY version) AS versions "
+            "FROM scorekit.models WHERE name = $1",
+            ["text"],
+            [name],
+        )
+        versions = rows[0]["versions"]
+        if versions:
+            return ModelNotFoundError(
+                f"model {name!r} has versions {versions} in this database but no champion; "
+                f"promote one: SELECT scorekit.promote('{name}', <version>)"
+            )
+        names = self._query("SELECT string_agg(DISTINCT name, ', ') AS n FROM scorekit.models")
+        return ModelNotFoundError(
+            f"no model named {name!r} in this database; published: {names[0]['n'] or 'none'}. "
+            f"Publish one with: scorekit db publish {name}"
+        )
+
+    def model(self, name: str, version: int, engine: str = "auto") -> Model:
+        """The model version, loaded once per connection (and checked against its sha256s)."""
+        key = (name, version, engine)
+        loaded = self._models.get(key)
+        if loaded is not None:
+            self._models.move_to_end(key)
+            return loaded
+        rows = self._query(
+            "SELECT manifest::text AS manifest FROM scorekit.models "
+            "WHERE name = $1 AND version = $2",
+            ["text", "integer"],
+            [name, version],
+        )
+        if not rows:
+            versions = self._query(
+                "SELECT string_agg(version::text, ', ' ORDER BY version) AS v "
+                "FROM scorekit.models WHERE name = $1",
+                ["text"],
+                [name],
+            )[0]["v"]
+            if versions is None:
+                raise self._not_deployed(name)
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version} in this database; versions: {versions}"
+            )
+        where = f"database table scorekit.models, row {name}@{version}"
+        manifest = Manifest.from_json(rows[0]["manifest"].encode(), where)
+        if manifest.name != name or manifest.version != str(version):
+            raise IntegrityError(
+                f"{where} holds the manifest of {manifest.ref}; the row was changed after "
+                "publishing. Republish the model."
+            )
+
+        def read(artifact: str) -> bytes | None:
+            column = {PMML_FILE: "pmml", PICKLE_FILE: "pickle"}[artifact]
+            found = self._query(
+                f"SELECT {column} AS data FROM scorekit.models WHERE name = $1 AND version = $2",
+                ["text", "integer"],
+                [name, version],
+            )
+            return bytes(found[0]["data"]) if found and found[0]["data"] is not None else None
+
+        bundle = Bundle(manifest, read, where)
+        loaded = Model(manifest, open_scorer(bundle, engine, order=DB_ENGINES))
+        self._models[key] = loaded
+        self.loads += 1
+        while len(self._models) > MODEL_CACHE_SIZE:
+            self._models.popitem(last=False)[1].close()
+        return loaded
+
+    # --- scorekit.predict and scorekit.predict_batch -----------------------------------------
+    @_edge
+    def predict(self, ref: str, features: str | None) -> str:
+        name, version = self.resolve(ref)
+        model = self.model(name, version)
+        record = _parse_json(features, "features")
+        if not isinstance(record, dict):
+            raise InputError(
+                f"scorekit.predict expects features as a JSON object of field values "
+                f"(such as to_jsonb(row)), got a JSON {_json_kind(record)}; "
+                f"model {model.ref} reads: {', '.join(model.input_fields)}"
+            )
+        scored = model.predict_one(_by_field(record, model.input_fields))
+        return _to_json({**scored, "model": name, "version": version})
+
+    @_edge
+    def predict_batch(self, ref: str, records: str | None) -> list[tuple[int, str]]:
+        name, version = self.resolve(ref)
+        model = self.model(name, version)
+        parsed = _parse_json(records, "records")
+        if not isinstance(parsed, list):
+            raise InputError(
+                f"scorekit.predict_batch expects records as a JSON array of objects, got a JSON "
+                f"{_json_kind(parsed)}; for one record use scorekit.predict"
+            )
+        names = model.input_fields
+        rows = [_by_field(r, names) if isinstance(r, dict) else r for r in parsed]
+        scored = model.predict_records(rows)
+        return [
+            (i + 1, _to_json({**out, "model": name, "version": version}))
+            for i, out in enumerate(scored)
+        ]
+
+    # --- attach and detach --------------------------------------------------------------------
+    def _table(self, tbl: str) -> tuple[str, str, str]:
+        """(oid, schema-qualified quoted name, bare name) of a table given as regclass text."""
+        rows = self._query(
+            "SELECT c.oid::text AS oid, c.relkind::text AS kind, c.relname::text AS name, "
+            "n.nspname::text AS schema FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.oid = $1::regclass",
+            ["text"],
+            [tbl],
+        )
+        row = rows[0]
+        qualified = f"{self.plpy.quote_ident(row['schema'])}.{self.plpy.quote_ident(row['name'])}"
+        if row["kind"] != "r":
+            raise UsageError(f"{qualified} is not an ordinary table; scorekit attaches to tables")
+        return row["oid"], qualified, row["name"]
+
+    def _columns(self, oid: str) -> dict[str, Column]:
+        rows = self._query(
+            "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, "
+            "t.typcategory::text AS category FROM pg_attribute a "
+            "JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "ORDER BY a.attnum",
+            ["text"],
+            [oid],
+        )
+        return {r["name"]: Column(r["name"], r["type"], r["category"]) for r in rows}
+
+    def _primary_key(self, oid: str) -> list[str]:
+        rows = self._query(
+            "SELECT a.attname::text AS name FROM pg_index i JOIN pg_attribute a "
+            "ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[]) "
+            "WHERE i.indrelid = $1::oid AND i.indisprimary "
+            "ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            ["text"],
+            [oid],
+        )
+        return [r["name"] for r in rows]
+
+    @_edge
+    def attach(
+        self,
+        tbl: str,
+        ref: str,
+        mode: str,
+        outputs: str | None,
+        features: str | None,
+        version_column: str | None,
+        on_error: str,
+        engine: str,
+    ) -> str:
+        if mode not in MODES:
+            raise UsageError(f"mode {mode!r} is not one of: {', '.join(MODES)}")
+        if on_error not in ON_ERROR:
+            raise UsageError(f"on_error {on_error!r} is not one of: {', '.join(ON_ERROR)}")
+        if engine == "pypmml":
+            raise UsageError(
+                "engine 'pypmml' would start a JVM inside the database server; use 'native' "
+                "(numpy only) or 'sklearn' (the pickle)"
+            )
+        if engine not in ("auto", *DB_ENGINES):
+            raise UsageError(f"engine {engine!r} is not one of: auto, {', '.join(DB_ENGINES)}")
+        name, selector = parse_ref(ref)
+        pinned = int(selector) if selector and selector.isdigit() else None
+        _, version = self.resolve(ref)
+        model = self.model(name, version, engine)
+        oid, table, _ = self._table(tbl)
+        columns = self._columns(oid)
+        feature_map = _map_features(model, columns, _parse_mapping(features, "features"), table)
+        output_map = _map_outputs(model, columns, _parse_mapping(outputs, "outputs"), table)
+        used = set(feature_map.values())
+        clash = [c for c in output_map.values() if c in used]
+        if clash:
+            raise UsageError(
+                f"column(s) {', '.join(clash)} of {table} would be both read as model input "
+                "and written with predictions; name other output columns"
+            )
+        if version_column is not None:
+            found = columns.get(version_column)
+            if found is None or found.category not in (_NUMERIC_CATEGORY, _STRING_CATEGORY):
+                raise UsageError(
+                    f"version_column {version_column!r} must be an integer or text column of "
+                    f"{table}; add one: ALTER TABLE {table} ADD COLUMN "
+                    f"{self.plpy.quote_ident(version_column)} integer"
+                )
+        key = self._primary_key(oid)
+        if mode == "statement" and not key:
+            raise UsageError(
+                f"mode 'statement' writes the scores back by primary key, and {table} has none; "
+                f"add one (ALTER TABLE {table} ADD PRIMARY KEY (...)) or attach with mode 'row'"
+            )
+        self._drop_triggers(table)
+        quoted = ", ".join(self.plpy.quote_ident(c) for c in feature_map.values())
+        self.plpy.execute(
+            f"CREATE TRIGGER {STATEMENT_TRIGGER} BEFORE INSERT OR UPDATE OF {quoted} "
+            f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION scorekit._statement_trigger()"
+        )
+        row_events = "INSERT OR UPDATE" if mode == "row" else "UPDATE"
+        self.plpy.execute(
+            f"CREATE TRIGGER {ROW_TRIGGER} BEFORE {row_events} OF {quoted} ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION scorekit._row_trigger()"
+        )
+        if mode == "statement":
+            self.plpy.execute(
+                f"CREATE TRIGGER {INSERTED_TRIGGER} AFTER INSERT ON {table} "
+                f"REFERENCING NEW TABLE AS {TRANSITION_TABLE} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION scorekit._inserted_trigger()"
+            )
+        self._query(
+            "INSERT INTO scorekit.attachments AS a (tbl, model, pinned_version, mode, engine, "
+            "on_error, features, outputs, version_column, key_columns) "
+            "VALUES ($1::oid::regclass, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10) "
+            "ON CONFLICT (tbl) DO UPDATE SET model = excluded.model, "
+            "pinned_version = excluded.pinned_version, mode = excluded.mode, "
+            "engine = excluded.engine, on_error = excluded.on_error, "
+            "features = excluded.features, outputs = excluded.outputs, "
+            "version_column = excluded.version_column, key_columns = excluded.key_columns, "
+            "attached_at = now(), attached_by = current_user",
+            ["text", "text", "integer", "text", "text", "text", "text", "text", "text", "text[]"],
+            [
+                oid,
+                name,
+                pinned,
+                mode,
+                engine,
+                on_error,
+                json.dumps(feature_map),
+                json.dumps(output_map),
+                version_column,
+                key,
+            ],
+        )
+        self._tables.pop(oid, None)
+        deployed = f"{name}@{version}" if pinned else f"{name}@champion (version {version})"
+        written = ", ".join(f"{column} <- {output}" for output, column in output_map.items())
+        return (
+            f"{table} is scored by {deployed} with the {model.engine} engine on "
+            f"{'INSERT (per row) and UPDATE' if mode == 'row' else 'INSERT (per statement)'} "
+            f"of its feature columns; on_error {on_error}; {written}"
+            + (f", {version_column} <- version" if version_column else "")
+        )
+
+    def _drop_triggers(self, table: str) -> None:
+        existing = self._query(
+            "SELECT tgname::text AS name FROM pg_trigger WHERE tgrelid = $1::regclass "
+            "AND tgname = ANY ($2)",
+            ["text", "text[]"],
+            [table, [STATEMENT_TRIGGER, ROW_TRIGGER, INSERTED_TRIGGER]],
+        )
+        for row in existing:
+            self.plpy.execute(f"DROP TRIGGER {row['name']} ON {table}")
+
+    @_edge
+    def detach(self, tbl: str) -> str:
+        oid, table, _ = self._table(tbl)
+        self._drop_triggers(table)
+        deleted = self._query(
+            "DELETE FROM scorekit.attachments WHERE tbl = $1::oid::regclass RETURNING model",
+            ["text"],
+            [oid],
+        )
+        self._tables.pop(oid, None)
+        if not deleted:
+            return f"{table} was not attached; nothing to do"
+        return f"{table} is no longer scored by {deleted[0]['model']}; its scores are kept"
+
+    # --- the state of an attached table, once per statement ----------------------------------
+    def refresh(self, oid: str, table: Callable[[], str]) -> TableScoring:
+        """The table's scoring state for the running statement: which attachment and deployed
+        version hold is read once per top-level statement (one small query); statements nested
+        in it reuse them. ``table`` gives the table's name for messages."""
+        rows = self._query(
+            "SELECT a.attached_at::text AS attached_at, "
+            # The champion inline: a call to scorekit.champion() would be planned anew in each
+            # statement, which costs more than the rest of the trigger for a one-row INSERT.
+            "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
+            "WHERE d.model = a.model ORDER BY d.id DESC LIMIT 1)) AS version, "
+            "statement_timestamp()::text AS statement "
+            "FROM scorekit.attachments a WHERE a.tbl = $1::oid::regclass",
+            ["text"],
+            [oid],
+        )
+        if not rows:
+            raise UsageError(
+                f"{table()} has scorekit triggers but is not attached; remove them with "
+                f"SELECT scorekit.detach('{table()}') or attach it again"
+            )
+        row = rows[0]
+        state = self._tables.get(oid)
+        if state is not None and state.statement == row["statement"]:
+            return state
+        version = row["version"]
+        if state is None or state.attached_at != row["attached_at"] or state.version != version:
+            state = self._build_state(oid, table(), version)
+            self._tables[oid] = state
+        state.statement = row["statement"]
+        state.rows = 0
+        return state
+
+    def _build_state(self, oid: str, table: str, version: int | None) -> TableScoring:
+        rows = self._query(
+            "SELECT a.model, a.engine, a.on_error, a.features::text AS features, "
+            "a.outputs::text AS outputs, a.version_column, a.key_columns, "
+            "a.attached_at::text AS attached_at "
+            "FROM scorekit.attachments a WHERE a.tbl = $1::oid::regclass",
+            ["text"],
+            [oid],
+        )
+        row = rows[0]
+        if version is None:
+            raise self._not_deployed(row["model"])
+        model = self.model(row["model"], version, row["engine"])
+        mapping = json.loads(row["features"])
+        if any(name not in mapping for name in model.input_fields):
+            # A version that reads fields the one attached did not: map them as attach would.
+            given = {k: v for k, v in mapping.items() if k in model.input_fields}
+            mapping = _map_features(model, self._columns(oid), given, table)
+        return TableScoring(
+            table=table,
+            model=model,
+            version=version,
+            # jsonb keeps keys in its own order; prepare_one reads them in the model's
+            features=[(name, mapping[name]) for name in model.input_fields],
+            outputs=list(json.loads(row["outputs"]).items()),
+            version_column=row["version_column"],
+            on_error=row["on_error"],
+            key_columns=list(row["key_columns"] or []),
+            attached_at=row["attached_at"],
+        )
+
+    def _table_name(self, td: Mapping[str, Any]) -> str:
+        quote = self.plpy.quote_ident
+        return f"{quote(td['table_schema'])}.{quote(td['table_name'])}"
+
+    # --- triggers -----------------------------------------------------------------------------
+    @_edge
+    def statement_begins(self, td: Mapping[str, Any]) -> None:
+        self.refresh(td["relid"], lambda: self._table_name(td))
+
+    @_edge
+    def score_row(self, td: Mapping[str, Any]) -> str:
+        state = self._tables[td["relid"]]
+        new = td["new"]
+        state.rows += 1
+        # The common case with the fewest steps: typed values, the engine's one-record form,
+        # scores straight into the row.
+        values = state.model.manifest.schema.prepare_one(new, state.columns)
+        one = state.model.predict_values(values) if values is not None else None
+        if one is not None:
+            prediction, probabilities = one
+            for column, index in state.writes:
+                value = prediction if index < 0 else probabilities[index]  # type: ignore[index]
+                new[column] = None if value != value else value  # a missing score is NULL
+            if state.version_column:
+                new[state.version_column] = state.version
+            return "MODIFY"
+        record = {field_name: new[column] for field_name, column in state.features}
+        try:
+            scored = state.model.predict_one(record)
+        except InputError as exc:
+            keys = [[new[k] for k in state.key_columns]] if state.key_columns else None
+            self._unscorable(state, td["event"], [(state.rows - 1, record, exc)], keys)
+            scored = {}
+            version = None
+        else:
+            version = state.version
+        for output, column in state.outputs:
+            value = scored.get(output)
+            new[column] = None if value != value else value  # a missing prediction is NULL
+        if state.version_column:
+            new[state.version_column] = version
+        return "MODIFY"
+
+    @_edge
+    def score_inserted(self, td: Mapping[str, Any]) -> None:
+        state = self._tables[td["relid"]]
+        self._score_rows(state, TRANSITION_TABLE, "", [], "INSERT")
+
+    @_edge
+    def rescore(self, tbl: str, stale_only: bool, batch_size: int) -> int:
+        if batch_size is None or batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+        oid, table, _ = self._table(tbl)
+        state = self.refresh(oid, lambda: table)
+        where = ""
+        args: list[Any] = []
+        if stale_only:
+            if not state.version_column:
+                raise UsageError(
+                    f"stale_only needs a version column, and {table} was attached without one; "
+                    "rescore every row (stale_only => false) or attach with version_column"
+                )
+            where = f"WHERE {self.plpy.quote_ident(state.version_column)}::text IS DISTINCT FROM $1"
+            args = [str(state.version)]
+        if not state.key_columns:
+            # No key to write scores back by: let the row trigger score each row as it updates.
+            column = self.plpy.quote_ident(state.features[0][1])
+            sql = f"UPDATE {table} SET {column} = {column} {where}"
+            result = self.plpy.execute(self.plpy.prepare(sql, ["text"] * len(args)), args)
+            return int(result.nrows())
+        return self._score_rows(state, table, where, args, "rescore", batch_size)
+
+    # --- scoring many rows at once ------------------------------------------------------------
+    def _score_rows(
+        self,
+        state: TableScoring,
+        source: str,
+        where: str,
+        args: list[Any],
+        action: str,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> int:
+        """Score the rows of ``source`` in chunks of one vectorised call each, and write the
+        scores back by primary key. Returns the number of rows written."""
+        quote = self.plpy.quote_ident
+        types = self._column_types(state)
+        selected = [quote(k) for k in state.key_columns]
+        for field_name, column in state.features:
+            is_number = state.model.manifest.schema[field_name].is_continuous
+            cast = "::float8" if is_number and types[column].category == "N" else ""
+            selected.append(f"{quote(column)}{cast}")
+        aggregates = ", ".join(f"array_agg(c{i}) AS c{i}" for i in range(len(selected)))
+        inner = ", ".join(f"{s} AS c{i}" for i, s in enumerate(selected))
+        sql = (
+            f"SELECT {aggregates} FROM (SELECT {inner}, "
+            f"(row_number() OVER () - 1) / {int(chunk_rows)} AS chunk FROM {source} {where}) s "
+            "GROUP BY chunk ORDER BY chunk"
+        )
+        plan = self.plpy.prepare(sql, ["text"] * len(args))
+        n_keys = len(state.key_columns)
+        written = 0
+        for chunk in _fetch(self.plpy.cursor(plan, args)):
+            lists = [chunk[f"c{i}"] for i in range(len(selected))]
+            keys, values = lists[:n_keys], lists[n_keys:]
+            columns = {f: values[j] for j, (f, _) in enumerate(state.features)}
+            scored = self._score_chunk(state, columns, keys, written, action)
+            self._write_back(state, types, keys, scored)
+            written += len(keys[0]) if keys else 0
+        return written
+
+    def _column_types(self, state: TableScoring) -> dict[str, Column]:
+        types = state._plans.get("types")
+        if types is None:
+            oid = self._query("SELECT $1::regclass::oid::text AS oid", ["text"], [state.table])
+            types = state._plans["types"] = self._columns(oid[0]["oid"])
+        return dict(types)
+
+    def _score_chunk(
+        self,
+        state: TableScoring,
+        columns: dict[str, list[Any]],
+        keys: list[list[Any]],
+        offset: int,
+        action: str,
+    ) -> dict[str, list[Any]]:
+        model = state.model
+        n = len(next(iter(columns.values()))) if columns else 0
+        try:
+            scored = model.predict_columns(columns, row_offset=offset)
+            out = {name: values.tolist() for name, values in scored.items()}
+            out["_version"] = [state.version] * n
+            return out
+        except InputError as exc:
+            if state.on_error == "raise":
+                rows = sorted({p.row for p in exc.details if p.row is not None})
+                self._unscorable(
+                    state,
+                    action,
+                    [
+                        (row, {f: columns[f][row - offset] for f in columns}, exc)
+                        for row in rows[:1]
+                    ],
+                    [[k[row - offset] for k in keys] for row in rows[:1]],
+                    total=len(rows),
+                )
+        # on_error => 'null': score row by row; the rows that fail keep NULL scores.
+        out = {name: [None] * n for name in model.output_columns}
+        out["_version"] = [None] * n
+        failed: list[tuple[int, dict[str, Any], InputError]] = []
+        failed_keys: list[list[Any]] = []
+        for i in range(n):
+            record = {f: columns[f][i] for f in columns}
+            try:
+                one = model.predict_one(record)
+            except InputError as row_error:
+                failed.append((offset + i, record, row_error))
+                failed_keys.append([k[i] for k in keys])
+                continue
+            for name, value in one.items():
+                out[name][i] = value
+            out["_version"][i] = state.version
+        self._unscorable(state, action, failed, failed_keys)
+        return out
+
+    def _write_back(
+        self,
+        state: TableScoring,
+        types: dict[str, Column],
+        keys: list[list[Any]],
+        scored: dict[str, list[Any]],
+    ) -> None:
+        quote = self.plpy.quote_ident
+        targets = [(output, column) for output, column in state.outputs]
+        if state.version_column:
+            targets.append(("_version", state.version_column))
+        plan = state._plans.get("write")
+        if plan is None:
+            # Arrays go in as text literals that PostgreSQL parses in C: PL/Python would convert
+            # a list element by element through str() and the type's input function, which
+            # costs more than the UPDATE itself.
+            arrays = [*state.key_columns, *(column for _, column in targets)]
+            names = [*(f"k{i}" for i in range(len(state.key_columns)))]
+            names += [f"v{j}" for j in range(len(targets))]
+            sql = (
+                f"UPDATE {state.table} AS t SET "
+                + ", ".join(f"{quote(c)} = s.v{j}" for j, (_, c) in enumerate(targets))
+                + " FROM unnest("
+                + ", ".join(f"${i + 1}::text::{types[c].type}[]" for i, c in enumerate(arrays))
+                + f") AS s({', '.join(names)}) WHERE "
+                + " AND ".join(f"t.{quote(k)} = s.k{i}" for i, k in enumerate(state.key_columns))
+            )
+            plan = state._plans["write"] = self.plpy.prepare(sql, ["text"] * len(arrays))
+        arguments = [*keys, *(scored[output] for output, _ in targets)]
+        self.plpy.execute(plan, [array_literal(values) for values in arguments])
+
+    # --- rows that can't be scored ------------------------------------------------------------
+    def _unscorable(
+        self,
+        state: TableScoring,
+        action: str,
+        failures: list[tuple[int, dict[str, Any], InputError]],
+        keys: list[list[Any]] | None,
+        total: int | None = None,
+    ) -> None:
+        """on_error 'raise': fail the statement, naming the row, column, value and model.
+        on_error 'null': record each failure in scorekit.errors (its row keeps NULL scores)."""
+        if not failures:
+            return
+        messages = [
+            self._row_message(state, action, row, exc, keys, i)
+            for i, (row, _, exc) in enumerate(failures)
+        ]
+        if state.on_error == "raise":
+            row, _, exc = failures[0]
+            more = f" ({total - 1} more row(s) also fail)" if total and total > 1 else ""
+            first = exc.details[0] if exc.details else None
+            raise_as = InputError(
+                f"{messages[0]}{more}. Nothing of the statement was written. Fix the value, or "
+                "attach with on_error => 'null' to keep such rows with NULL scores",
+                [
+                    Problem(row + 1, state.column_of(p.field) or p.field, p.problem, p.value)
+                    for p in exc.details
+                ],
+            )
+            self.fail(raise_as, state.table, state.column_of(first.field) if first else None)
+        key_names = state.key_columns
+        self._query(
+            "INSERT INTO scorekit.errors (tbl, model, version, row_key, row_data, problems, "
+            "message) SELECT $1, $2, $3, k::jsonb, d::jsonb, p::jsonb, m "
+            "FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(k, d, p, m)",
+            ["text", "text", "integer", "text[]", "text[]", "text[]", "text[]"],
+            [
+                state.table,
+                state.model.name,
+                state.version,
+                [
+                    _to_json(dict(zip(key_names, k, strict=True))) if keys else None
+                    for k in (keys or [[]] * len(failures))
+                ],
+                [
+                    _to_json({state.column_of(f) or f: v for f, v in rec.items()})
+                    for _, rec, _ in failures
+                ],
+                [_to_json([p.to_dict() for p in exc.details]) for _, _, exc in failures],
+                messages,
+            ],
+        )
+
+    def _row_message(
+        self,
+        state: TableScoring,
+        action: str,
+        row: int,
+        exc: InputError,
+        keys: list[list[Any]] | None,
+        index: int,
+    ) -> str:
+        key = ""
+        if keys and state.key_columns:
+            key = (
+                " ("
+                + ", ".join(
+                    f"{k}={v!r}" for k, v in zip(state.key_columns, keys[index], strict=True)
+                )
+                + ")"
+            )
+        problems = (
+            "; ".join(
+                f"column {state.column_of(p.field) or p.field} (model field {p.field}): {p.problem}"
+                for p in exc.details[:MESSAGE_PROBLEMS]
+            )
+            or exc.message
+        )
+        where = f"row {row + 1}{key} of this {action} on {state.table}"
+        if action == "rescore":
+            where = f"row{key} of {state.table}"
+        return f"model {state.model.ref} can't score {where}: {problems}"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def array_literal(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal of ``values``: NULL for None and NaN, numbers as Python
+    writes them (repr round-trips a float exactly), anything else double-quoted."""
+    if all(type(v) is float for v in values) and all(v == v for v in values):
+        return "{" + ",".join(map(repr, values)) + "}"
+    parts = []
+    for v in values:
+        if v is None or (isinstance(v, float) and v != v):
+            parts.append("NULL")
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            parts.append(repr(v) if isinstance(v, float) else str(int(v)))
+        else:
+            text = str(v).replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'"{text}"')
+    return "{" + ",".join(parts) + "}"
+
+
+def _fetch(cursor: Any) -> Iterator[Mapping[str, Any]]:
+    while True:
+        rows = cursor.fetch(1)
+        if not rows:
+            return
+        yield rows[0]
+
+
+def _parse_json(text: str | None, what: str) -> Any:
+    if text is None:
+        raise InputError(f"{what} is NULL; pass a JSON value")
+    return json.loads(text)  # jsonb arrives as valid JSON text
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "number" if isinstance(value, int | float) else "null"
+    )
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _to_json(value: Any) -> str:
+    if isinstance(value, dict):
+        value = {k: _json_value(v) for k, v in value.items()}
+    return json.dumps(value, default=str)
+
+
+def _by_field(record: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The record keyed by the model's field names: exact keys first, else the one key that
+    matches ignoring case (to_jsonb of a row has PostgreSQL's lower-case column names)."""
+    if all(name in record for name in names):
+        return record
+    folded: dict[str, list[str]] = {}
+    for key in record:
+        folded.setdefault(key.lower(), []).append(key)
+    out = dict(record)
+    for name in names:
+        if name not in record:
+            matches = folded.get(name.lower(), [])
+            if len(matches) == 1:
+                out[name] = record[matches[0]]
+    return out
+
+
+def _parse_mapping(text: str | None, what: str) -> dict[str, str]:
+    if text is None:
+        return {}
+    value = json.loads(text)
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise UsageError(
+            f"{what} must be a JSON object of names to column names, such as "
+            '\'{"prediction": "risk_label"}\''
+        )
+    return value
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _map_features(
+    model: Model, columns: dict[str, Column], given: dict[str, str], table: str
+) -> dict[str, str]:
+    """Model field -> table column: as given, else the same name, else the one column whose
+    name matches ignoring case and punctuation."""
+    unknown = [f for f in given if f not in model.input_fields]
+    if unknown:
+        raise UsageError(
+            f"features names field(s) model {model.ref} does not read: {', '.join(unknown)}; "
+            f"its fields are: {', '.join(model.input_fields)}"
+        )
+    mapping: dict[str, str] = {}
+    missing: list[str] = []
+    for name in model.input_fields:
+        if name in given:
+            if given[name] not in columns:
+                raise UsageError(
+                    f"features maps field {name} to column {given[name]!r}, which {table} "
+                    f"does not have; its columns: {', '.join(columns)}"
+                )
+            mapping[name] = given[name]
+            continue
+        candidates = [name] if name in columns else [c for c in columns if _slug(c) == _slug(name)]
+        if len(candidates) == 1:
+            mapping[name] = candidates[0]
+        else:
+            missing.append(name)
+    if missing:
+        raise UsageError(
+            f"{table} has no column for field(s) {', '.join(missing)} of model {model.ref}; "
+            f"its columns: {', '.join(columns)}. Add them, or map them with "
+            'features => \'{"Field": "column"}\''
+        )
+    return mapping
+
+
+def _map_outputs(
+    model: Model, columns: dict[str, Column], given: dict[str, str], table: str
+) -> dict[str, str]:
+    """Output column of the model -> table column: as given, else prediction -> prediction and
+    probability(<class>) -> probability_<class> where the table has such a column."""
+    unknown = [o for o in given if o not in model.output_columns]
+    if unknown:
+        raise UsageError(
+            f"outputs names {', '.join(unknown)}, which model {model.ref} does not produce; "
+            f"it produces: {', '.join(model.output_columns)}"
+        )
+    mapping = dict(given)
+    if not given:
+        for output in model.output_columns:
+            column = PREDICTION if output == PREDICTION else _slug(output)
+            if column in columns:
+                mapping[output] = column
+    if PREDICTION not in mapping and not given:
+        suggested = ", ".join(
+            f"ADD COLUMN {PREDICTION if o == PREDICTION else _slug(o)} "
+            f"{_prediction_type(model) if o == PREDICTION else 'double precision'}"
+            for o in model.output_columns
+        )
+        raise UsageError(
+            f"{table} has no column for the predictions of model {model.ref}: add them "
+            f"(ALTER TABLE {table} {suggested}) or name yours with "
+            'outputs => \'{"prediction": "my_column"}\''
+        )
+    for output, column in mapping.items():
+        found = columns.get(column)
+        if found is None:
+            raise UsageError(
+                f"outputs maps {output} to column {column!r}, which {table} does not have; "
+                f"its columns: {', '.join(columns)}"
+            )
+        numeric_only = output != PREDICTION or model.task == "regression"
+        if numeric_only and found.category != _NUMERIC_CATEGORY:
+            raise UsageError(
+                f"column {column} of {table} is {found.type}, but {output} of model "
+                f"{model.ref} is a number; use a double precision column"
+            )
+        labels_are_text = any(isinstance(c, str) for c in model.classes or [])
+        if not numeric_only and labels_are_text and found.category != _STRING_CATEGORY:
+            raise UsageError(
+                f"column {column} of {table} is {found.type}, but the predictions of model "
+                f"{model.ref} are labels such as {model.classes[0]!r}; use a text column"  # type: ignore[index]
+            )
+    return mapping
+
+
+def _prediction_type(model: Model) -> str:
+    if model.task == "regression":
+        return "double precision"
+    return "text" if any(isinstance(c, str) for c in model.classes or []) else "integer"

@@ -1,0 +1,283 @@
+-- scorekit in PostgreSQL: run by `scorekit db install` as a superuser, in one transaction.
+-- Idempotent: a second run replaces the functions and keeps every table's rows.
+--
+-- What it creates:
+--   schema scorekit
+--     runtime      where PL/Python imports scorekit from (the .venv setup made); superuser only
+--     models       each published version's artifacts (bytea), manifest and sha256s
+--     deployments  the champion per model, as history: promote and rollback append a row
+--     attachments  which table is scored by which model, how, into which columns
+--     errors       rows kept unscored by on_error => 'null', with the reason
+--   roles scorekit_publisher (publish, promote, roll back, attach) and scorekit_scorer (score)
+--   PL/Python functions: predict, predict_batch, attach, detach, rescore, and the triggers
+--   SQL functions: champion, promote, rollback
+--
+-- PL/Python functions run as their caller (SECURITY INVOKER), so privileges are checked on
+-- every call: a role that is neither publisher nor scorer can't read a model or score with it.
+
+CREATE SCHEMA IF NOT EXISTS scorekit;
+COMMENT ON SCHEMA scorekit IS 'scorekit: models, deployments and in-database scoring';
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'scorekit_scorer') THEN
+        CREATE ROLE scorekit_scorer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'scorekit_publisher') THEN
+        CREATE ROLE scorekit_publisher NOLOGIN;
+    END IF;
+END
+$roles$;
+COMMENT ON ROLE scorekit_scorer IS 'scorekit: may score (predict, insert into attached tables)';
+COMMENT ON ROLE scorekit_publisher IS 'scorekit: may publish, promote, roll back and attach models';
+GRANT scorekit_scorer TO scorekit_publisher;
+
+CREATE TABLE IF NOT EXISTS scorekit.runtime (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    site_packages text NOT NULL,
+    scorekit_version text NOT NULL,
+    installed_at timestamptz NOT NULL DEFAULT now(),
+    installed_by name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE scorekit.runtime IS
+    'The site-packages directory PL/Python imports scorekit and numpy from (set by db install)';
+
+CREATE TABLE IF NOT EXISTS scorekit.models (
+    name text NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]*$'),
+    version integer NOT NULL CHECK (version > 0),
+    manifest jsonb NOT NULL,
+    pmml bytea,
+    pickle bytea,
+    pmml_sha256 text,
+    pickle_sha256 text,
+    published_at timestamptz NOT NULL DEFAULT now(),
+    published_by name NOT NULL DEFAULT current_user,
+    PRIMARY KEY (name, version),
+    CHECK (pmml IS NOT NULL OR pickle IS NOT NULL)
+);
+COMMENT ON TABLE scorekit.models IS
+    'Published model versions; loading checks each artifact against the manifest''s sha256';
+
+CREATE TABLE IF NOT EXISTS scorekit.deployments (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model text NOT NULL,
+    version integer NOT NULL,
+    action text NOT NULL CHECK (action IN ('publish', 'promote', 'rollback')),
+    previous integer,
+    at timestamptz NOT NULL DEFAULT now(),
+    by name NOT NULL DEFAULT current_user,
+    FOREIGN KEY (model, version) REFERENCES scorekit.models (name, version)
+);
+CREATE INDEX IF NOT EXISTS deployments_latest ON scorekit.deployments (model, id DESC);
+COMMENT ON TABLE scorekit.deployments IS
+    'Champion history per model: the latest row is the champion; rollback appends a row';
+
+CREATE TABLE IF NOT EXISTS scorekit.attachments (
+    tbl regclass PRIMARY KEY,
+    model text NOT NULL,
+    pinned_version integer,
+    mode text NOT NULL CHECK (mode IN ('row', 'statement')),
+    engine text NOT NULL,
+    on_error text NOT NULL CHECK (on_error IN ('raise', 'null')),
+    features jsonb NOT NULL,
+    outputs jsonb NOT NULL,
+    version_column text,
+    key_columns text[] NOT NULL DEFAULT '{}',
+    attached_at timestamptz NOT NULL DEFAULT now(),
+    attached_by name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE scorekit.attachments IS
+    'Tables scored on insert: model, trigger mode, field->column and output->column maps';
+
+CREATE TABLE IF NOT EXISTS scorekit.errors (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    tbl text NOT NULL,
+    model text NOT NULL,
+    version integer,
+    row_key jsonb,
+    row_data jsonb,
+    problems jsonb NOT NULL,
+    message text NOT NULL,
+    by name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE scorekit.errors IS
+    'Rows that were kept with NULL predictions (on_error => ''null''), and why';
+
+-- --- deployments: plain SQL, no Python ---------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION scorekit.champion(model text) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT d.version FROM scorekit.deployments d
+    WHERE d.model = champion.model ORDER BY d.id DESC LIMIT 1
+$$;
+
+CREATE OR REPLACE FUNCTION scorekit.promote(model text, version integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    current integer;
+BEGIN
+    -- Promotes and rollbacks of one model take turns; other models are not blocked.
+    PERFORM pg_advisory_xact_lock(hashtextextended('scorekit.deployments/' || model, 0));
+    IF NOT EXISTS (SELECT FROM scorekit.models m WHERE m.name = promote.model
+                   AND m.version = promote.version) THEN
+        RAISE EXCEPTION 'model %@% is not published in this database', model, version
+            USING ERRCODE = '42704',
+                  HINT = 'versions: ' || coalesce((SELECT string_agg(m.version::text, ', '
+                      ORDER BY m.version) FROM scorekit.models m WHERE m.name = promote.model),
+                      'none; publish one with scorekit db publish');
+    END IF;
+    current := scorekit.champion(model);
+    INSERT INTO scorekit.deployments (model, version, action, previous)
+    VALUES (model, version, 'promote', current);
+    RETURN version;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION scorekit.rollback(model text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    stack integer[] := '{}';
+    entry record;
+    current integer;
+    restored integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('scorekit.deployments/' || model, 0));
+    -- Replay the history as a stack: publish and promote push, rollback pops.
+    FOR entry IN SELECT d.version, d.action FROM scorekit.deployments d
+                 WHERE d.model = rollback.model ORDER BY d.id LOOP
+        IF entry.action = 'rollback' THEN
+            stack := stack[1:cardinality(stack) - 1];
+        ELSE
+            stack := stack || entry.version;
+        END IF;
+    END LOOP;
+    IF cardinality(stack) < 2 THEN
+        RAISE EXCEPTION 'model % has no earlier champion to roll back to (champion history: %)',
+            model, coalesce(nullif(array_to_string(stack, ' -> '), ''), 'empty')
+            USING ERRCODE = '22023';
+    END IF;
+    current := stack[cardinality(stack)];
+    restored := stack[cardinality(stack) - 1];
+    INSERT INTO scorekit.deployments (model, version, action, previous)
+    VALUES (model, restored, 'rollback', current);
+    RETURN restored;
+END
+$$;
+
+-- --- PL/Python: every body hands over to scorekit._plpython ------------------------------------
+-- scorekit._boot imports scorekit from the recorded site-packages once per connection and keeps
+-- the runtime in GD, which all PL/Python functions of the connection share.
+
+CREATE OR REPLACE FUNCTION scorekit._boot() RETURNS void
+LANGUAGE plpython3u AS $$
+if "scorekit" not in GD:
+    import site
+    rows = plpy.execute("SELECT site_packages FROM scorekit.runtime")
+    if not rows:
+        plpy.error("scorekit is not installed in this database",
+                   hint="run: scorekit db install", sqlstate="55000")
+    site.addsitedir(rows[0]["site_packages"])
+    from scorekit import _plpython
+    GD["scorekit"] = _plpython.Runtime(plpy)
+$$;
+
+-- predict and predict_batch are STABLE: their queries (the champion) then see the snapshot of
+-- the statement that calls them, so one SELECT scoring many rows never mixes versions.
+CREATE OR REPLACE FUNCTION scorekit.predict(model text, features jsonb) RETURNS jsonb
+LANGUAGE plpython3u STABLE AS $$
+if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+return GD["scorekit"].predict(model, features)
+$$;
+COMMENT ON FUNCTION scorekit.predict(text, jsonb) IS
+    'Score one record: predict(''audit'', ''{"Age": 38, ...}'') -> {"prediction": ..., '
+    '"probability(<class>)": ..., "model": ..., "version": ...}; model is name, name@version or '
+    'name@champion';
+
+CREATE OR REPLACE FUNCTION scorekit.predict_batch(model text, records jsonb)
+RETURNS TABLE (ordinal integer, scores jsonb)
+LANGUAGE plpython3u STABLE AS $$
+if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+return GD["scorekit"].predict_batch(model, records)
+$$;
+COMMENT ON FUNCTION scorekit.predict_batch(text, jsonb) IS
+    'Score a JSON array of records in one vectorised call; ordinal is the record''s 1-based '
+    'position in the array';
+
+CREATE OR REPLACE FUNCTION scorekit.attach(
+    tbl regclass,
+    model text,
+    mode text DEFAULT 'row',
+    outputs jsonb DEFAULT NULL,
+    features jsonb DEFAULT NULL,
+    version_column text DEFAULT NULL,
+    on_error text DEFAULT 'raise',
+    engine text DEFAULT 'auto'
+) RETURNS text
+LANGUAGE plpython3u VOLATILE AS $$
+if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+return GD["scorekit"].attach(tbl, model, mode, outputs, features, version_column, on_error,
+                             engine)
+$$;
+COMMENT ON FUNCTION scorekit.attach(regclass, text, text, jsonb, jsonb, text, text, text) IS
+    'Score tbl on insert with model (name or name@version): mode row (BEFORE INSERT OR UPDATE, '
+    'per row) or statement (AFTER INSERT, the whole statement at once; needs a primary key)';
+
+CREATE OR REPLACE FUNCTION scorekit.detach(tbl regclass) RETURNS text
+LANGUAGE plpython3u VOLATILE AS $$
+if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+return GD["scorekit"].detach(tbl)
+$$;
+
+CREATE OR REPLACE FUNCTION scorekit.rescore(tbl regclass, stale_only boolean DEFAULT false,
+                                            batch_size integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpython3u VOLATILE AS $$
+if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+return GD["scorekit"].rescore(tbl, stale_only, batch_size)
+$$;
+COMMENT ON FUNCTION scorekit.rescore(regclass, boolean, integer) IS
+    'Score the existing rows of an attached table again with the model deployed now; '
+    'stale_only: only rows whose version column differs from it. Returns the rows updated.';
+
+CREATE OR REPLACE FUNCTION scorekit._statement_trigger() RETURNS trigger
+LANGUAGE plpython3u AS $$
+if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+return GD["scorekit"].statement_begins(TD)
+$$;
+
+CREATE OR REPLACE FUNCTION scorekit._row_trigger() RETURNS trigger
+LANGUAGE plpython3u AS $$
+return GD["scorekit"].score_row(TD)
+$$;
+
+CREATE OR REPLACE FUNCTION scorekit._inserted_trigger() RETURNS trigger
+LANGUAGE plpython3u AS $$
+return GD["scorekit"].score_inserted(TD)
+$$;
+
+-- --- privileges ---------------------------------------------------------------------------------
+
+REVOKE ALL ON SCHEMA scorekit FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA scorekit FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA scorekit FROM PUBLIC;
+GRANT USAGE ON SCHEMA scorekit TO scorekit_scorer;
+
+-- Scoring reads the models it scores with and the deployments; it may record unscorable rows.
+GRANT SELECT ON scorekit.runtime, scorekit.models, scorekit.deployments, scorekit.attachments
+    TO scorekit_scorer;
+GRANT INSERT ON scorekit.errors TO scorekit_scorer;
+GRANT EXECUTE ON FUNCTION scorekit._boot(), scorekit.champion(text),
+    scorekit.predict(text, jsonb), scorekit.predict_batch(text, jsonb),
+    scorekit.rescore(regclass, boolean, integer), scorekit._statement_trigger(),
+    scorekit._row_trigger(), scorekit._inserted_trigger()
+    TO scorekit_scorer;
+
+-- Publishing adds versions (never changes one), moves the champion and attaches tables.
+GRANT INSERT ON scorekit.models, scorekit.deployments TO scorekit_publisher;
+GRANT SELECT, INSERT, UPDATE, DELETE ON scorekit.attachments TO scorekit_publisher;
+GRANT SELECT ON scorekit.errors TO scorekit_publisher;
+GRANT EXECUTE ON FUNCTION scorekit.promote(text, integer), scorekit.rollback(text),
+    scorekit.attach(regclass, text, text, jsonb, jsonb, text, text, text),
+    scorekit.detach(regclass)
+    TO scorekit_publisher;

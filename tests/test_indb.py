@@ -1,0 +1,614 @@
+"""In-database scoring against a real PostgreSQL with PL/Python (no mocks).
+
+Each test session installs scorekit into a database of its own, created from the DSN setup
+recorded (or $SCOREKIT_DSN) and dropped at the end, publishes models trained in this session,
+and checks what the database writes against the Python engine, row by row, to 1e-9.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import scorekit
+from scorekit import _db
+from scorekit._cli import main
+
+pytestmark = pytest.mark.db
+psycopg = pytest.importorskip("psycopg")
+
+FEATURES = [
+    ("Age", "age", "integer"),
+    ("Employment", "employment", "text"),
+    ("Education", "education", "text"),
+    ("Marital", "marital", "text"),
+    ("Occupation", "occupation", "text"),
+    ("Income", "income", "double precision"),
+    ("Gender", "gender", "text"),
+    ("Deductions", "deductions", "text"),
+    ("Hours", "hours", "integer"),
+]
+COLUMNS = ", ".join(column for _, column, _ in FEATURES)
+TOLERANCE = 1e-9
+TEST_ROLES = ("sk_test_nobody", "sk_test_scorer", "sk_test_publisher")
+PLAIN_LOGIN = ("sk_test_plain", "sk-test-password")
+
+
+def _admin(dsn: str) -> Any:
+    return psycopg.connect(dsn, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def db(dsn: str, trained) -> Iterator[str]:
+    """A database of this session's own with scorekit installed; yields its DSN."""
+    from psycopg.conninfo import make_conninfo
+
+    name = f"scorekit_test_{os.getpid()}"
+    with _admin(dsn) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+        for role in (*TEST_ROLES, PLAIN_LOGIN[0]):
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+    url = make_conninfo(dsn, dbname=name)
+    _db.install(url)
+    with _admin(dsn) as admin:
+        admin.execute("CREATE ROLE sk_test_nobody")
+        admin.execute("CREATE ROLE sk_test_scorer IN ROLE scorekit_scorer")
+        admin.execute("CREATE ROLE sk_test_publisher IN ROLE scorekit_publisher")
+        admin.execute(f"CREATE ROLE {PLAIN_LOGIN[0]} LOGIN PASSWORD '{PLAIN_LOGIN[1]}'")
+    yield url
+    with _admin(dsn) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+        )
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        for role in (*TEST_ROLES, PLAIN_LOGIN[0]):
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.fixture(scope="session")
+def published(db: str, trained, session_store) -> dict[str, tuple[str, int]]:
+    """Models in the test database: key -> (name, version)."""
+    out = {}
+    for key, (dataset, algorithm) in {
+        "audit": ("audit", "logreg"),
+        "audit_na": ("audit_na", "logreg"),
+        "audit_gbm": ("audit_na", "gbm"),
+    }.items():
+        manifest = trained(dataset, algorithm)
+        name, version, _ = _db.publish(manifest.ref, store=session_store, dsn=db)
+        out[key] = (name, version)
+    return out
+
+
+@pytest.fixture
+def conn(db: str) -> Iterator[Any]:
+    with psycopg.connect(db, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def table(conn) -> Iterator[str]:
+    """A fresh applications table with feature, score and version columns."""
+    name = "applications"
+    conn.execute(f"DROP TABLE IF EXISTS {name}")
+    conn.execute(
+        f"CREATE TABLE {name} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        + ", ".join(f"{column} {kind}" for _, column, kind in FEATURES)
+        + ", batch integer, prediction integer, probability_0 double precision, "
+        "probability_1 double precision, model_version integer)"
+    )
+    yield name
+    conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def csv_rows(data_dir: Path, filename: str = "audit_na.csv") -> list[dict[str, str]]:
+    with open(data_dir / filename, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def copy_text(rows: list[dict[str, str]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for row in rows:
+        writer.writerow([row[field] for field, _, _ in FEATURES])
+    return out.getvalue()
+
+
+def load(conn, table: str, rows: list[dict[str, str]], how: str = "copy") -> None:
+    """Insert rows (CSV strings, 'N/A' for missing) by COPY, one INSERT ... SELECT, or one
+    single-row INSERT each."""
+    if how == "copy":
+        with conn.cursor().copy(
+            f"COPY {table} ({COLUMNS}) FROM STDIN (FORMAT csv, NULL 'N/A')"
+        ) as copy:
+            copy.write(copy_text(rows))
+        return
+    values = [[None if row[f] == "N/A" else row[f] for f, _, _ in FEATURES] for row in rows]
+    casts = ", ".join(f"%s::{kind}" for _, _, kind in FEATURES)
+    if how == "single":
+        with conn.transaction():
+            for row in values:
+                conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({casts})", row)
+        return
+    columns = list(zip(*values, strict=True))
+    unnest = ", ".join(f"%s::{kind}[]" for _, _, kind in FEATURES)
+    conn.execute(
+        f"INSERT INTO {table} ({COLUMNS}) SELECT * FROM unnest({unnest})",
+        [list(c) for c in columns],
+    )
+
+
+def expected(session_store, name: str, version: int, rows: list[dict[str, str]]) -> Any:
+    model = scorekit.load_model(f"{name}@{version}", store=session_store, engine="native")
+    return model.predict_columns({f: [row[f] for row in rows] for f, _, _ in FEATURES})
+
+
+def assert_scored(conn, table: str, want: Any, version: int) -> None:
+    got = conn.execute(
+        f"SELECT prediction, probability_0, probability_1, model_version FROM {table} ORDER BY id"
+    ).fetchall()
+    assert len(got) == len(want["prediction"])
+    assert [g[0] for g in got] == want["prediction"].tolist()
+    np.testing.assert_allclose([g[1] for g in got], want["probability(0)"], rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose([g[2] for g in got], want["probability(1)"], rtol=0, atol=TOLERANCE)
+    assert {g[3] for g in got} == {version}
+
+
+# --- install ----------------------------------------------------------------------------------
+def test_install_is_idempotent_and_keeps_models(db: str, published) -> None:
+    message = _db.install(db)
+    assert "PL/Python imports from" in message
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM scorekit.models").fetchone()[0] >= 2
+
+
+def test_install_needs_a_superuser(db: str) -> None:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    dbname = conninfo_to_dict(db)["dbname"]
+    url = make_conninfo(
+        host="127.0.0.1", dbname=dbname, user=PLAIN_LOGIN[0], password=PLAIN_LOGIN[1]
+    )
+    with pytest.raises(scorekit.UsageError, match=r"needs a superuser.*sk_test_plain"):
+        _db.install(url)
+
+
+# --- scorekit.predict and predict_batch -------------------------------------------------------
+@pytest.mark.parametrize("key", ["audit", "audit_na"])
+def test_predict_equals_the_python_engine(conn, published, session_store, data_dir, key) -> None:
+    name, version = published[key]
+    rows = csv_rows(data_dir)
+    want = expected(session_store, name, version, rows)
+    records = [{f: (None if row[f] == "N/A" else row[f]) for f, _, _ in FEATURES} for row in rows]
+    got = conn.execute(
+        "SELECT scorekit.predict(%s, r) FROM jsonb_array_elements(%s::jsonb) r",
+        [name, json.dumps(records)],
+    ).fetchall()
+    batch = conn.execute(
+        "SELECT ordinal, scores FROM scorekit.predict_batch(%s, %s::jsonb) ORDER BY ordinal",
+        [f"{name}@{version}", json.dumps(records)],
+    ).fetchall()
+    assert [b[0] for b in batch] == list(range(1, len(rows) + 1))
+    for scored in ([g[0] for g in got], [b[1] for b in batch]):
+        assert [s["prediction"] for s in scored] == want["prediction"].tolist()
+        np.testing.assert_allclose(
+            [s["probability(1)"] for s in scored], want["probability(1)"], rtol=0, atol=TOLERANCE
+        )
+        assert {(s["model"], s["version"]) for s in scored} == {(name, version)}
+
+
+def test_predict_reads_rows_by_column_name_ignoring_case(conn, published, table) -> None:
+    name, _ = published["audit"]
+    conn.execute(
+        f"INSERT INTO {table} ({COLUMNS}) VALUES "
+        "(38, 'Private', 'College', 'Unmarried', 'Service', 81838, 'Female', 'FALSE', 72)"
+    )
+    (scored,) = conn.execute(
+        f"SELECT scorekit.predict(%s, to_jsonb(t)) FROM {table} t", [name]
+    ).fetchone()
+    assert scored["prediction"] in (0, 1)
+
+
+def test_predict_names_absent_fields_and_unknown_models(conn, published) -> None:
+    name, _ = published["audit"]
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="required field is absent"):
+        conn.execute("SELECT scorekit.predict(%s, '{\"Age\": 38}')", [name])
+    with pytest.raises(psycopg.errors.UndefinedObject, match=r"no model named 'nope'.*published"):
+        conn.execute("SELECT scorekit.predict('nope', '{}')")
+    with pytest.raises(
+        psycopg.errors.UndefinedObject, match="has no version 99 in this database; versions: 1"
+    ):
+        conn.execute("SELECT scorekit.predict(%s, '{}')", [f"{name}@99"])
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue, match=r"JSON object.*got a JSON array"
+    ):
+        conn.execute("SELECT scorekit.predict(%s, '[1]')", [name])
+
+
+def test_a_connection_loads_a_model_once(conn, published) -> None:
+    name, _ = published["audit"]
+    for _ in range(20):
+        conn.execute(
+            "SELECT scorekit.predict(%s, %s)",
+            [name, json.dumps({f: None for f, _, _ in FEATURES})],
+        )
+    conn.execute("""
+        CREATE OR REPLACE FUNCTION pg_temp.loaded() RETURNS integer LANGUAGE plpython3u AS $$
+            return GD["scorekit"].loads
+        $$""")
+    assert conn.execute("SELECT pg_temp.loaded()").fetchone()[0] == 1
+
+
+# --- triggers ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["row", "statement"])
+@pytest.mark.parametrize("how", ["copy", "select", "single"])
+@pytest.mark.parametrize("key", ["audit", "audit_na"])
+def test_triggers_score_like_the_python_engine(
+    conn, published, session_store, data_dir, table, mode, how, key
+) -> None:
+    name, version = published[key]
+    rows = csv_rows(data_dir)
+    if how == "single":
+        rows = rows[:150]
+    _db.attach(table, name, mode=mode, version_column="model_version", dsn=conn.info.dsn)
+    load(conn, table, rows, how)
+    assert_scored(conn, table, expected(session_store, name, version, rows), version)
+
+
+@pytest.mark.parametrize("mode", ["row", "statement"])
+def test_rescore_and_versions(conn, db, published, session_store, data_dir, table, mode) -> None:
+    """Promote and rollback take effect for the next statement; rescore rewrites old rows."""
+    name, first = published["audit"]
+    rows = csv_rows(data_dir)[:200]
+    _db.attach(table, name, mode=mode, version_column="model_version", dsn=db)
+    load(conn, table, rows[:100])
+    # A second version of the same model: the audit_na model's artifacts under a new number.
+    second = _publish_copy(conn, name, published["audit_na"])
+    try:
+        _db.promote(name, second, db)
+        load(conn, table, rows[100:])
+        versions = conn.execute(f"SELECT model_version FROM {table} ORDER BY id").fetchall()
+        assert [v[0] for v in versions] == [first] * 100 + [second] * 100
+        assert _db.rescore(table, stale_only=True, dsn=db) == 100
+        want = expected(session_store, *published["audit_na"], rows)
+        assert_scored(conn, table, want, second)
+        assert _db.rollback(name, db) == first
+        assert _db.rescore(table, dsn=db) == 200
+        assert_scored(conn, table, expected(session_store, name, first, rows), first)
+    finally:
+        _remove_version(conn, name, second)
+
+
+def _publish_copy(conn, name: str, source: tuple[str, int]) -> int:
+    """Publish source's artifacts as the next version of ``name`` (what a retrain would do)."""
+    (version,) = conn.execute(
+        "SELECT max(version) + 1 FROM scorekit.models WHERE name = %s", [name]
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO scorekit.models (name, version, manifest, pmml, pickle, pmml_sha256, "
+        "pickle_sha256) SELECT %s, %s, manifest || jsonb_build_object('name', %s::text, "
+        "'version', %s::text), pmml, pickle, pmml_sha256, pickle_sha256 "
+        "FROM scorekit.models WHERE name = %s AND version = %s",
+        [name, version, name, str(version), *source],
+    )
+    return int(version)
+
+
+def _remove_version(conn, name: str, version: int) -> None:
+    conn.execute(
+        "DELETE FROM scorekit.deployments WHERE model = %s AND id >= (SELECT min(id) FROM "
+        "scorekit.deployments WHERE model = %s AND version = %s)",
+        [name, name, version],
+    )
+    conn.execute("DELETE FROM scorekit.models WHERE name = %s AND version = %s", [name, version])
+
+
+@pytest.mark.parametrize("mode", ["row", "statement"])
+def test_concurrent_inserts_during_promotes_never_mix_versions(
+    db, published, session_store, data_dir, table, conn, mode
+) -> None:
+    name, first = published["audit"]
+    second = _publish_copy(conn, name, published["audit_na"])
+    rows = csv_rows(data_dir)[:40]
+    _db.attach(table, name, mode=mode, version_column="model_version", dsn=db)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def insert(worker: int) -> None:
+        try:
+            with psycopg.connect(db, autocommit=True) as own:
+                for statement in range(25):
+                    batch = worker * 1000 + statement
+                    with own.cursor().copy(
+                        f"COPY {table} ({COLUMNS}, batch) FROM STDIN (FORMAT csv, NULL 'N/A')"
+                    ) as copy:
+                        copy.write(copy_text(rows).replace("\r\n", f",{batch}\r\n"))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def flip() -> None:
+        try:
+            while not stop.is_set():
+                _db.promote(name, second, db)
+                _db.promote(name, first, db)
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        workers = [threading.Thread(target=insert, args=(w,)) for w in range(3)]
+        flipper = threading.Thread(target=flip)
+        flipper.start()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        stop.set()
+        flipper.join()
+        assert not errors
+        mixed = conn.execute(
+            f"SELECT batch FROM {table} GROUP BY batch HAVING count(DISTINCT model_version) > 1 "
+            "OR bool_or(model_version IS NULL)"
+        ).fetchall()
+        assert mixed == []
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 3 * 25 * len(rows)
+        by_version = {
+            first: expected(session_store, name, first, rows),
+            second: expected(session_store, *published["audit_na"], rows),
+        }
+        seen = set()
+        for _batch, version, p1 in conn.execute(
+            f"SELECT batch, model_version, array_agg(probability_1 ORDER BY id) FROM {table} "
+            "GROUP BY batch, model_version"
+        ).fetchall():
+            seen.add(version)
+            np.testing.assert_allclose(p1, by_version[version]["probability(1)"], atol=TOLERANCE)
+        assert seen == {first, second}  # promotes landed between the statements
+    finally:
+        _db.detach(table, db)
+        _remove_version(conn, name, second)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+GOOD = "38, 'Private', 'College', 'Unmarried', 'Service', 81838, 'Female', 'FALSE', 72"
+UNSEEN = "38, 'Martian', 'College', 'Unmarried', 'Service', 81838, 'Female', 'FALSE', 72"
+
+
+@pytest.mark.parametrize("mode", ["row", "statement"])
+def test_a_bad_row_fails_the_whole_statement_naming_it(conn, db, published, table, mode) -> None:
+    name, version = published["audit"]
+    _db.attach(table, name, mode=mode, dsn=db)
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+        conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD}), ({UNSEEN}), ({GOOD})")
+    message = caught.value.diag.message_primary
+    assert f"model {name}@{version} can't score row 2" in message
+    assert "public.applications" in message
+    assert "column employment (model field Employment)" in message
+    assert "'Martian'" in message
+    assert caught.value.diag.table_name == "public.applications"
+    assert caught.value.diag.column_name == "employment"
+    assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_text_that_is_not_a_number_is_refused(conn, db, published) -> None:
+    name, _ = published["audit"]
+    conn.execute("DROP TABLE IF EXISTS textual")
+    conn.execute(
+        "CREATE TABLE textual (id serial PRIMARY KEY, "
+        + ", ".join(f"{column} text" for _, column, _ in FEATURES)
+        + ", prediction integer)"
+    )
+    try:
+        _db.attach("textual", name, mode="statement", dsn=db)
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"income.*'12x'"):
+            conn.execute(
+                f"INSERT INTO textual ({COLUMNS}) VALUES "
+                "('38', 'Private', 'College', 'Unmarried', 'Service', '12x', 'Female', 'FALSE', "
+                "'72')"
+            )
+    finally:
+        conn.execute("DROP TABLE textual")
+
+
+@pytest.mark.parametrize("mode", ["row", "statement"])
+def test_on_error_null_keeps_the_row_and_records_why(conn, db, published, table, mode) -> None:
+    name, version = published["audit"]
+    _db.attach(table, name, mode=mode, on_error="null", version_column="model_version", dsn=db)
+    before = conn.execute("SELECT coalesce(max(id), 0) FROM scorekit.errors").fetchone()[0]
+    conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD}), ({UNSEEN})")
+    scored = conn.execute(
+        f"SELECT id, prediction, probability_1, model_version FROM {table} ORDER BY id"
+    ).fetchall()
+    assert scored[0][1] is not None and scored[0][3] == version
+    assert scored[1][1:] == (None, None, None)
+    errors = conn.execute(
+        "SELECT tbl, model, version, row_key, row_data, problems, message FROM scorekit.errors "
+        "WHERE id > %s",
+        [before],
+    ).fetchall()
+    assert len(errors) == 1
+    tbl, model, err_version, key, data, problems, message = errors[0]
+    assert (tbl, model, err_version) == ("public.applications", name, version)
+    assert key == {"id": scored[1][0]}
+    assert data["employment"] == "Martian"
+    assert problems[0]["field"] == "Employment" and problems[0]["value"] == "Martian"
+    assert "unseen category 'Martian'" in message
+
+
+def test_a_tampered_model_row_is_refused(conn, db, published) -> None:
+    name, version = published["audit"]
+    tampered = _publish_copy(conn, name, (name, version))
+    try:
+        conn.execute(
+            "UPDATE scorekit.models SET pmml = pmml || '\\x0a'::bytea "
+            "WHERE name = %s AND version = %s",
+            [name, tampered],
+        )
+        with pytest.raises(psycopg.errors.DataException, match="fails its integrity check"):
+            conn.execute("SELECT scorekit.predict(%s, '{}')", [f"{name}@{tampered}"])
+    finally:
+        _remove_version(conn, name, tampered)
+
+
+def test_attach_explains_missing_columns(conn, db, published) -> None:
+    name, _ = published["audit"]
+    conn.execute("DROP TABLE IF EXISTS bare")
+    conn.execute("CREATE TABLE bare (id serial PRIMARY KEY, age integer)")
+    try:
+        with pytest.raises(scorekit.UsageError, match=r"no column for field.*Employment"):
+            _db.attach("bare", name, dsn=db)
+        conn.execute(
+            "ALTER TABLE bare "
+            + ", ".join(f"ADD COLUMN {c} {k}" for _, c, k in FEATURES if c != "age")
+        )
+        with pytest.raises(scorekit.UsageError, match="ADD COLUMN prediction integer"):
+            _db.attach("bare", name, dsn=db)
+        conn.execute("ALTER TABLE bare ADD COLUMN prediction text")
+        with pytest.raises(scorekit.UsageError, match=r"mode 'statement'.*primary key"):
+            conn.execute("ALTER TABLE bare DROP CONSTRAINT bare_pkey")
+            _db.attach("bare", name, mode="statement", dsn=db)
+        with pytest.raises(scorekit.UsageError, match="engine 'pypmml' would start a JVM"):
+            _db.attach("bare", name, engine="pypmml", dsn=db)
+    finally:
+        conn.execute("DROP TABLE bare")
+
+
+def test_names_are_quoted_never_spliced(conn, db, published) -> None:
+    """Table and column names that look like SQL are only ever names."""
+    name, version = published["audit"]
+    weird = 'Robert"); DROP TABLE victims; --'
+    conn.execute("DROP TABLE IF EXISTS victims")
+    conn.execute("CREATE TABLE victims (x integer)")
+    quoted = conn.execute("SELECT quote_ident(%s)", [weird]).fetchone()[0]
+    conn.execute(f"DROP TABLE IF EXISTS {quoted}")
+    conn.execute(
+        f"CREATE TABLE {quoted} (id serial PRIMARY KEY, "
+        + ", ".join(f'"{field}; --" {kind}' for field, _, kind in FEATURES)
+        + ', "the prediction" integer)'
+    )
+    try:
+        _db.attach(
+            quoted,
+            name,
+            mode="statement",
+            features={field: f"{field}; --" for field, _, _ in FEATURES},
+            outputs={"prediction": "the prediction"},
+            dsn=db,
+        )
+        cols = ", ".join(f'"{field}; --"' for field, _, _ in FEATURES)
+        conn.execute(f"INSERT INTO {quoted} ({cols}) VALUES ({GOOD})")
+        assert conn.execute(f'SELECT "the prediction" FROM {quoted}').fetchone()[0] in (0, 1)
+        with pytest.raises(scorekit.UsageError, match=r"does not exist|invalid name"):
+            _db.attach("victims; DROP TABLE victims", name, dsn=db)
+        assert conn.execute("SELECT count(*) FROM victims").fetchone() == (0,)
+        assert version
+    finally:
+        conn.execute(f"DROP TABLE {quoted}")
+        conn.execute("DROP TABLE victims")
+
+
+# --- roles ------------------------------------------------------------------------------------
+def as_role(conn, role: str, sql: str, params: list[Any] | None = None) -> Any:
+    with conn.transaction():
+        conn.execute(f"SET LOCAL ROLE {role}")
+        return conn.execute(sql, params).fetchall()
+
+
+def test_a_role_with_neither_grant_can_read_or_change_nothing(conn, published) -> None:
+    name, version = published["audit"]
+    for sql, params in [
+        ("SELECT pmml FROM scorekit.models", None),
+        ("SELECT * FROM scorekit.deployments", None),
+        ("SELECT scorekit.predict(%s, '{}')", [name]),
+        ("SELECT scorekit.promote(%s, %s)", [name, version]),
+        ("SELECT scorekit.rollback(%s)", [name]),
+        ("INSERT INTO scorekit.deployments (model, version, action) VALUES (%s, %s, 'promote')",
+         [name, version]),
+        ("UPDATE scorekit.models SET pmml = NULL", None),
+    ]:  # fmt: skip
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            as_role(conn, "sk_test_nobody", sql, params)
+
+
+def test_a_scorer_scores_but_cannot_deploy(conn, db, published, table) -> None:
+    name, version = published["audit"]
+    _db.attach(table, name, mode="row", dsn=db)
+    conn.execute(f"GRANT INSERT, SELECT ON {table} TO sk_test_scorer, sk_test_nobody")
+    record = json.dumps({f: None for f, _, _ in FEATURES})
+    (scored,) = as_role(conn, "sk_test_scorer", "SELECT scorekit.predict(%s, %s)", [name, record])
+    assert scored[0]["version"] == version
+    as_role(conn, "sk_test_scorer", f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD}) RETURNING id")
+    assert conn.execute(f"SELECT prediction FROM {table}").fetchone()[0] in (0, 1)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_role(conn, "sk_test_nobody", f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})")
+    for sql, params in [
+        ("SELECT scorekit.promote(%s, %s)", [name, version]),
+        ("INSERT INTO scorekit.models (name, version, manifest, pmml) VALUES ('x', 1, '{}', 'x')",
+         None),
+        ("UPDATE scorekit.models SET pmml = NULL", None),
+        ("DELETE FROM scorekit.deployments", None),
+    ]:  # fmt: skip
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            as_role(conn, "sk_test_scorer", sql, params)
+
+
+def test_a_publisher_promotes_and_rolls_back(conn, published) -> None:
+    name, version = published["audit"]
+    assert as_role(conn, "sk_test_publisher", "SELECT scorekit.promote(%s, %s)", [name, version])
+    assert as_role(conn, "sk_test_publisher", "SELECT scorekit.rollback(%s)", [name])
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_role(conn, "sk_test_publisher", "UPDATE scorekit.models SET pmml = NULL")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_role(conn, "sk_test_publisher", "DELETE FROM scorekit.deployments")
+
+
+# --- the command line -------------------------------------------------------------------------
+def test_cli_publish_attach_promote_rollback(
+    db, published, session_store, table, conn, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("SCOREKIT_STORE", str(session_store.url))
+    name, version = published["audit"]
+    assert main(["db", "publish", name, "--dsn", db]) == 0
+    assert "already published (same artifacts)" in capsys.readouterr().out
+    outputs = ["prediction=prediction", "probability(1)=probability_1"]
+    attach = ["db", "attach", table, name, "--mode", "statement", "--output", *outputs]
+    assert main([*attach, "--dsn", db]) == 0
+    assert "probability_1 <- probability(1)" in capsys.readouterr().out
+    conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})")
+    assert conn.execute(f"SELECT probability_0 IS NULL, prediction FROM {table}").fetchone()[0]
+    assert main(["db", "rescore", table, "--dsn", db]) == 0
+    assert "rescored 1 rows" in capsys.readouterr().out
+    assert main(["db", "promote", name, str(version), "--dsn", db]) == 0
+    assert main(["db", "promote", name, str(version), "--dsn", db]) == 0
+    assert main(["db", "rollback", name, "--dsn", db]) == 0
+    assert f"now version {version}" in capsys.readouterr().out
+    assert main(["db", "promote", name, "999", "--dsn", db]) == 4
+    assert "not published in this database" in capsys.readouterr().err
+    assert main(["db", "attach", "no_such_table", name, "--dsn", db]) == 2
+    assert "table 'no_such_table'" in capsys.readouterr().err
+    assert main(["db", "detach", table, "--dsn", db]) == 0
+    assert "no longer scored" in capsys.readouterr().out
+
+
+def test_array_literals_round_trip_through_postgresql(conn) -> None:
+    from scorekit._plpython import array_literal
+
+    texts = ['a"b', "back\\slash", "comma,brace{}", "NULL", "", "ünï", " padded ", None]
+    assert conn.execute("SELECT %s::text::text[]", [array_literal(texts)]).fetchone()[0] == texts
+    floats = [0.1, -0.0, 1e-300, 1.7976931348623157e308, 2.0 / 3.0]
+    got = conn.execute("SELECT %s::text::float8[]", [array_literal(floats)]).fetchone()[0]
+    assert got == floats
+    mixed = [1.5, float("nan"), None, float("inf")]
+    got = conn.execute("SELECT %s::text::float8[]", [array_literal(mixed)]).fetchone()[0]
+    assert got == [1.5, None, None, float("inf")]
+    ints = [1, None, -(2**62)]
+    assert conn.execute("SELECT %s::text::int8[]", [array_literal(ints)]).fetchone()[0] == ints
