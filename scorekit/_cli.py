@@ -164,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="make it the database's champion (default: only if the model has none)",
     )
     db_promote.add_argument("--no-promote", dest="promote", action="store_false")
+    publish.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="let the server's sklearn engine unpickle model.pkl (runs code as the server's OS "
+        "user; superuser only). Without it the database scores the PMML only",
+    )
     _add_store(publish)
     attach = db_action("attach", "score a table's rows on insert")
     attach.add_argument("table", help="the table, as in SQL (schema.table)")
@@ -206,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument(
         "--stale-only", action="store_true", help="only rows whose version column differs"
     )
-    rescore.add_argument("--batch-size", type=int, default=10_000)
+    rescore.add_argument("--batch-size", type=int, help="rows per vectorised call (10,000)")
     db_promote_cmd = db_action("promote", "make a published version the database's champion")
     db_promote_cmd.add_argument("name")
     db_promote_cmd.add_argument("version", type=int)
@@ -411,7 +417,13 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.action == "uninstall":
         print(_db.uninstall(dsn))
     elif args.action == "publish":
-        name, version, what = _db.publish(args.ref, store=args.store, promote=args.promote, dsn=dsn)
+        name, version, what = _db.publish(
+            args.ref,
+            store=args.store,
+            promote=args.promote,
+            trust_pickle=args.trust_pickle,
+            dsn=dsn,
+        )
         print(f"{name}@{version}: {what}")
     elif args.action == "attach":
         print(
@@ -430,8 +442,6 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.action == "detach":
         print(_db.detach(args.table, dsn))
     elif args.action == "rescore":
-        if args.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
         count = _db.rescore(
             args.table, stale_only=args.stale_only, batch_size=args.batch_size, dsn=dsn
         )

@@ -179,12 +179,14 @@ def publish(
     *,
     store: str | ModelStore | None = None,
     promote: bool | None = None,
+    trust_pickle: bool = False,
     dsn: str | None = None,
 ) -> tuple[str, int, str]:
     """Copy a version from a model store into scorekit.models, keeping its number.
 
     ``promote=None`` makes it champion only if the model has none; True always; False never.
-    Returns (name, version, what happened)."""
+    ``trust_pickle`` (a superuser only) lets the server's sklearn engine unpickle model.pkl,
+    which runs code as the server's OS user. Returns (name, version, what happened)."""
     from ._loading import parse_ref
 
     name, selector = parse_ref(ref)
@@ -194,6 +196,13 @@ def publish(
     artifacts = {a: bundle.read(a) for a in (PMML_FILE, PICKLE_FILE) if bundle.has(a)}
     digests = bundle.manifest.artifacts
     with connect(dsn) as conn:
+        if trust_pickle:
+            _trust(conn, name, version, digests.get(PICKLE_FILE))
+        # Publishes and promotes of one model take turns, as in scorekit.promote().
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('scorekit.deployments/' || %s, 0))",
+            [name],
+        )
         existing = conn.execute(
             "SELECT pmml_sha256, pickle_sha256 FROM scorekit.models WHERE name = %s AND "
             "version = %s",
@@ -234,6 +243,25 @@ def publish(
         else:
             what += f"; champion stays version {champion}"
     return name, int(version), what
+
+
+def _trust(conn: Any, name: str, version: str, digest: str | None) -> None:
+    if digest is None:
+        raise UsageError(f"{name}@{version} has no model.pkl to trust")
+    who, is_super = conn.execute(
+        "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if not is_super:
+        raise UsageError(
+            f"--trust-pickle needs a superuser: unpickling runs code as the database server's "
+            f"OS user; connected as {who}. Publish without it (the native engine scores the "
+            "PMML), or ask a superuser"
+        )
+    conn.execute(
+        "INSERT INTO scorekit.trusted_pickles (sha256, model, version) VALUES (%s, %s, %s) "
+        "ON CONFLICT (sha256) DO NOTHING",
+        [digest, name, int(version)],
+    )
 
 
 def call(
@@ -281,12 +309,15 @@ def detach(table: str, dsn: str | None = None) -> str:
 
 
 def rescore(
-    table: str, *, stale_only: bool = False, batch_size: int = 10_000, dsn: str | None = None
+    table: str, *, stale_only: bool = False, batch_size: int | None = None, dsn: str | None = None
 ) -> int:
+    """Rescore an attached table's rows; ``batch_size`` defaults to the server's (10,000)."""
+    size = ", batch_size => %s" if batch_size is not None else ""
+    params = [table, stale_only, *([batch_size] if batch_size is not None else [])]
     return int(
         call(
-            "SELECT scorekit.rescore(%s::regclass, %s, %s)",
-            [table, stale_only, batch_size],
+            f"SELECT scorekit.rescore(%s::regclass, stale_only => %s{size})",
+            params,
             dsn,
             f"table {table!r}",
         )

@@ -22,22 +22,24 @@ import re
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
 
-from ._bundle import PICKLE_FILE, PMML_FILE, Bundle
+from ._bundle import PICKLE_FILE, PMML_FILE, Bundle, sha256_hex
 from ._errors import (
     InputError,
     IntegrityError,
     ModelNotFoundError,
     Problem,
     ScorekitError,
+    UnsupportedModelError,
     UsageError,
 )
 from ._loading import open_scorer, parse_ref
 from ._manifest import Manifest
 from ._model import Model
 from ._output import PREDICTION
+from ._schema import invalid_input_error
 from ._store import CHAMPION
 
 # engine => 'auto' tries these in order. pypmml is not offered: it would start a JVM inside the
@@ -56,6 +58,9 @@ TRANSITION_TABLE = "scorekit_new"
 
 _NUMERIC_CATEGORY = "N"  # pg_type.typcategory
 _STRING_CATEGORY = "S"
+_BOOLEAN_CATEGORY = "B"
+_UNKEYABLE = ("A", "C")  # arrays and composites: no key for writing scores back
+_FRACTIONAL_TYPES = ("double precision", "real", "numeric")  # format_type() prefixes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,14 +84,24 @@ class TableScoring:
     version_column: str | None
     on_error: str
     key_columns: list[str]
-    attached_at: str
+    token: str  # the attachment row's xmin: it changes whenever the row does
+    types: dict[str, Column]  # the table's columns
     statement: str = ""  # statement_timestamp() of the statement this state serves
     rows: int = 0  # rows seen by the row trigger in this statement, for messages
-    _plans: dict[str, Any] = field(default_factory=dict)
+    write_plan: Any = None  # the prepared UPDATE that writes scores back by primary key
 
     def __post_init__(self) -> None:
         self.columns = [column for _, column in self.features]  # in the schema's field order
-        probability = {name: j for j, name in enumerate(self.model.output_columns[1:])}
+        produced = self.model.output_columns
+        lost = [output for output, _ in self.outputs if output not in produced]
+        if lost:
+            raise UsageError(
+                f"model {self.model.ref} does not produce {', '.join(lost)}, which the "
+                f"attachment of {self.table} writes to column(s) "
+                f"{', '.join(c for o, c in self.outputs if o in lost)}; it produces "
+                f"{', '.join(produced)}. Attach the table again to map its outputs"
+            )
+        probability = {name: j for j, name in enumerate(produced[1:])}
         # (table column, index into the probabilities; -1 for the prediction)
         self.writes = [
             (column, -1 if output == PREDICTION else probability[output])
@@ -138,7 +153,9 @@ class Runtime:
             plan = self._plans[sql] = self.plpy.prepare(sql, list(types))
         return self.plpy.execute(plan, list(args))
 
-    def fail(self, exc: ScorekitError, table: str | None = None, column: str | None = None) -> None:
+    def fail(
+        self, exc: ScorekitError, table: str | None = None, column: str | None = None
+    ) -> NoReturn:
         details = [p.to_dict() for p in exc.details[:20]]
         extra: dict[str, str] = {}
         if table:
@@ -151,10 +168,13 @@ class Runtime:
             sqlstate=exc.sqlstate,
             **extra,
         )
+        raise AssertionError("plpy.error raises")  # pragma: no cover
 
     # --- models -------------------------------------------------------------------------------
     def resolve(self, ref: str) -> tuple[str, int]:
         """'audit', 'audit@champion' or 'audit@3' -> (name, version) as deployed now."""
+        if ref is None:
+            raise UsageError("model is NULL; name one: 'audit', 'audit@champion' or 'audit@3'")
         name, selector = parse_ref(ref)
         if selector is not None and selector != CHAMPION:
             if not selector.isdigit():
@@ -227,7 +247,12 @@ class Runtime:
                 ["text", "integer"],
                 [name, version],
             )
-            return bytes(found[0]["data"]) if found and found[0]["data"] is not None else None
+            if not found or found[0]["data"] is None:
+                return None
+            data = bytes(found[0]["data"])
+            if artifact == PICKLE_FILE:
+                self._check_trusted(data, name, version)
+            return data
 
         bundle = Bundle(manifest, read, where)
         loaded = Model(manifest, open_scorer(bundle, engine, order=DB_ENGINES))
@@ -236,6 +261,21 @@ class Runtime:
         while len(self._models) > MODEL_CACHE_SIZE:
             self._models.popitem(last=False)[1].close()
         return loaded
+
+    def _check_trusted(self, pickle: bytes, name: str, version: int) -> None:
+        """Unpickling runs code as the server's OS user: only pickles a superuser trusted."""
+        trusted = self._query(
+            "SELECT 1 FROM scorekit.trusted_pickles WHERE sha256 = $1",
+            ["text"],
+            [sha256_hex(pickle)],
+        )
+        if not trusted:
+            raise UnsupportedModelError(
+                f"model.pkl of {name}@{version} is not trusted in this database: unpickling "
+                "runs code as the server's OS user, so the sklearn engine loads only pickles a "
+                f"superuser allowed (scorekit db publish {name}@{version} --trust-pickle, as a "
+                "superuser). The native engine scores the PMML without that risk"
+            )
 
     # --- scorekit.predict and scorekit.predict_batch -----------------------------------------
     @_edge
@@ -264,15 +304,26 @@ class Runtime:
             )
         names = model.input_fields
         rows = [_by_field(r, names) if isinstance(r, dict) else r for r in parsed]
-        scored = model.predict_records(rows)
+        try:
+            scored = model.predict_records(rows)
+        except InputError as exc:  # number the records as the ordinal column does, from 1
+            problems = [
+                Problem(None if p.row is None else p.row + 1, p.field, p.problem, p.value)
+                for p in exc.details
+            ]
+            raise invalid_input_error(
+                problems, model.ref, "Records are numbered by ordinal, from 1."
+            ) from exc
         return [
             (i + 1, _to_json({**out, "model": name, "version": version}))
             for i, out in enumerate(scored)
         ]
 
     # --- attach and detach --------------------------------------------------------------------
-    def _table(self, tbl: str) -> tuple[str, str, str]:
-        """(oid, schema-qualified quoted name, bare name) of a table given as regclass text."""
+    def _table(self, tbl: str | None) -> tuple[str, str]:
+        """(oid, schema-qualified quoted name) of a table given as regclass text."""
+        if tbl is None:
+            raise UsageError("the table is NULL; name one, such as 'public.applications'")
         rows = self._query(
             "SELECT c.oid::text AS oid, c.relkind::text AS kind, c.relname::text AS name, "
             "n.nspname::text AS schema FROM pg_class c JOIN pg_namespace n "
@@ -284,7 +335,7 @@ class Runtime:
         qualified = f"{self.plpy.quote_ident(row['schema'])}.{self.plpy.quote_ident(row['name'])}"
         if row["kind"] != "r":
             raise UsageError(f"{qualified} is not an ordinary table; scorekit attaches to tables")
-        return row["oid"], qualified, row["name"]
+        return row["oid"], qualified
 
     def _columns(self, oid: str) -> dict[str, Column]:
         rows = self._query(
@@ -321,6 +372,9 @@ class Runtime:
         on_error: str,
         engine: str,
     ) -> str:
+        oid, table = self._table(tbl)
+        if ref is None:
+            raise UsageError("model is NULL; name one: 'audit' (follow the champion) or 'audit@3'")
         if mode not in MODES:
             raise UsageError(f"mode {mode!r} is not one of: {', '.join(MODES)}")
         if on_error not in ON_ERROR:
@@ -336,7 +390,6 @@ class Runtime:
         pinned = int(selector) if selector and selector.isdigit() else None
         _, version = self.resolve(ref)
         model = self.model(name, version, engine)
-        oid, table, _ = self._table(tbl)
         columns = self._columns(oid)
         feature_map = _map_features(model, columns, _parse_mapping(features, "features"), table)
         output_map = _map_outputs(model, columns, _parse_mapping(outputs, "outputs"), table)
@@ -361,6 +414,14 @@ class Runtime:
                 f"mode 'statement' writes the scores back by primary key, and {table} has none; "
                 f"add one (ALTER TABLE {table} ADD PRIMARY KEY (...)) or attach with mode 'row'"
             )
+        odd = [k for k in key if columns[k].category in _UNKEYABLE]
+        if odd and mode == "statement":
+            raise UsageError(
+                f"mode 'statement' writes the scores back by primary key, and the key of {table} "
+                f"has array or composite column(s) {', '.join(odd)}; attach with mode 'row'"
+            )
+        if odd:
+            key = []  # row mode needs no key; rescore then lets the row trigger rescore
         self._drop_triggers(table)
         quoted = ", ".join(self.plpy.quote_ident(c) for c in feature_map.values())
         self.plpy.execute(
@@ -405,10 +466,14 @@ class Runtime:
         self._tables.pop(oid, None)
         deployed = f"{name}@{version}" if pinned else f"{name}@champion (version {version})"
         written = ", ".join(f"{column} <- {output}" for output, column in output_map.items())
+        when = (
+            "INSERT and on UPDATE of its feature columns, row by row"
+            if mode == "row"
+            else "INSERT, a statement at a time, and on UPDATE of its feature columns, row by row"
+        )
         return (
-            f"{table} is scored by {deployed} with the {model.engine} engine on "
-            f"{'INSERT (per row) and UPDATE' if mode == 'row' else 'INSERT (per statement)'} "
-            f"of its feature columns; on_error {on_error}; {written}"
+            f"{table} is scored by {deployed} with the {model.engine} engine on {when}; "
+            f"on_error {on_error}; {written}"
             + (f", {version_column} <- version" if version_column else "")
         )
 
@@ -424,7 +489,7 @@ class Runtime:
 
     @_edge
     def detach(self, tbl: str) -> str:
-        oid, table, _ = self._table(tbl)
+        oid, table = self._table(tbl)
         self._drop_triggers(table)
         deleted = self._query(
             "DELETE FROM scorekit.attachments WHERE tbl = $1::oid::regclass RETURNING model",
@@ -442,7 +507,8 @@ class Runtime:
         version hold is read once per top-level statement (one small query); statements nested
         in it reuse them. ``table`` gives the table's name for messages."""
         rows = self._query(
-            "SELECT a.attached_at::text AS attached_at, "
+            # xmin changes with every change of the attachment's row, however it was made.
+            "SELECT a.xmin::text AS token, "
             # The champion inline: a call to scorekit.champion() would be planned anew in each
             # statement, which costs more than the rest of the trigger for a one-row INSERT.
             "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
@@ -454,15 +520,15 @@ class Runtime:
         )
         if not rows:
             raise UsageError(
-                f"{table()} has scorekit triggers but is not attached; remove them with "
-                f"SELECT scorekit.detach('{table()}') or attach it again"
+                f"{table()} is not attached to a model; attach it with "
+                f"SELECT scorekit.attach('{table()}', '<model>') (or scorekit db attach)"
             )
         row = rows[0]
         state = self._tables.get(oid)
         if state is not None and state.statement == row["statement"]:
             return state
         version = row["version"]
-        if state is None or state.attached_at != row["attached_at"] or state.version != version:
+        if state is None or state.token != row["token"] or state.version != version:
             state = self._build_state(oid, table(), version)
             self._tables[oid] = state
         state.statement = row["statement"]
@@ -472,8 +538,7 @@ class Runtime:
     def _build_state(self, oid: str, table: str, version: int | None) -> TableScoring:
         rows = self._query(
             "SELECT a.model, a.engine, a.on_error, a.features::text AS features, "
-            "a.outputs::text AS outputs, a.version_column, a.key_columns, "
-            "a.attached_at::text AS attached_at "
+            "a.outputs::text AS outputs, a.version_column, a.key_columns, a.xmin::text AS token "
             "FROM scorekit.attachments a WHERE a.tbl = $1::oid::regclass",
             ["text"],
             [oid],
@@ -482,11 +547,12 @@ class Runtime:
         if version is None:
             raise self._not_deployed(row["model"])
         model = self.model(row["model"], version, row["engine"])
+        columns = self._columns(oid)
         mapping = json.loads(row["features"])
         if any(name not in mapping for name in model.input_fields):
             # A version that reads fields the one attached did not: map them as attach would.
             given = {k: v for k, v in mapping.items() if k in model.input_fields}
-            mapping = _map_features(model, self._columns(oid), given, table)
+            mapping = _map_features(model, columns, given, table)
         return TableScoring(
             table=table,
             model=model,
@@ -497,7 +563,8 @@ class Runtime:
             version_column=row["version_column"],
             on_error=row["on_error"],
             key_columns=list(row["key_columns"] or []),
-            attached_at=row["attached_at"],
+            token=row["token"],
+            types=columns,
         )
 
     def _table_name(self, td: Mapping[str, Any]) -> str:
@@ -530,7 +597,8 @@ class Runtime:
         try:
             scored = state.model.predict_one(record)
         except InputError as exc:
-            keys = [[new[k] for k in state.key_columns]] if state.key_columns else None
+            # keys as text, as the statement mode reads them
+            keys = [[str(new[k]) for k in state.key_columns]] if state.key_columns else None
             self._unscorable(state, td["event"], [(state.rows - 1, record, exc)], keys)
             scored = {}
             version = None
@@ -549,10 +617,10 @@ class Runtime:
         self._score_rows(state, TRANSITION_TABLE, "", [], "INSERT")
 
     @_edge
-    def rescore(self, tbl: str, stale_only: bool, batch_size: int) -> int:
+    def rescore(self, tbl: str | None, stale_only: bool | None, batch_size: int | None) -> int:
         if batch_size is None or batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
-        oid, table, _ = self._table(tbl)
+        oid, table = self._table(tbl)
         state = self.refresh(oid, lambda: table)
         where = ""
         args: list[Any] = []
@@ -564,12 +632,21 @@ class Runtime:
                 )
             where = f"WHERE {self.plpy.quote_ident(state.version_column)}::text IS DISTINCT FROM $1"
             args = [str(state.version)]
+        types = ["text"] * len(args)
         if not state.key_columns:
             # No key to write scores back by: let the row trigger score each row as it updates.
             column = self.plpy.quote_ident(state.features[0][1])
             sql = f"UPDATE {table} SET {column} = {column} {where}"
-            result = self.plpy.execute(self.plpy.prepare(sql, ["text"] * len(args)), args)
-            return int(result.nrows())
+            return int(self.plpy.execute(self.plpy.prepare(sql, types), args).nrows())
+        # Lock the rows first, so that no concurrent update of a row's features can land between
+        # reading them here and writing their scores back (its new features would keep old
+        # scores); the read below then sees every committed update.
+        self.plpy.execute(
+            self.plpy.prepare(
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} {where} FOR UPDATE) locked", types
+            ),
+            args,
+        )
         return self._score_rows(state, table, where, args, "rescore", batch_size)
 
     # --- scoring many rows at once ------------------------------------------------------------
@@ -585,12 +662,19 @@ class Runtime:
         """Score the rows of ``source`` in chunks of one vectorised call each, and write the
         scores back by primary key. Returns the number of rows written."""
         quote = self.plpy.quote_ident
-        types = self._column_types(state)
-        selected = [quote(k) for k in state.key_columns]
+        # Keys travel as text and back (every type round-trips through its text form).
+        selected = [f"{quote(k)}::text" for k in state.key_columns]
         for field_name, column in state.features:
-            is_number = state.model.manifest.schema[field_name].is_continuous
-            cast = "::float8" if is_number and types[column].category == "N" else ""
-            selected.append(f"{quote(column)}{cast}")
+            found = state.types[column]
+            if state.model.manifest.schema[field_name].is_continuous and _is_number(found):
+                if found.type.startswith("numeric"):
+                    # numeric may exceed float8's range: as text it is parsed, or refused, like
+                    # text ('' is a missing value, so the whole column parses at once)
+                    selected.append(f"coalesce({quote(column)}::text, '')")
+                else:
+                    selected.append(f"{quote(column)}::float8")
+            else:
+                selected.append(quote(column))
         aggregates = ", ".join(f"array_agg(c{i}) AS c{i}" for i in range(len(selected)))
         inner = ", ".join(f"{s} AS c{i}" for i, s in enumerate(selected))
         sql = (
@@ -606,16 +690,9 @@ class Runtime:
             keys, values = lists[:n_keys], lists[n_keys:]
             columns = {f: values[j] for j, (f, _) in enumerate(state.features)}
             scored = self._score_chunk(state, columns, keys, written, action)
-            self._write_back(state, types, keys, scored)
+            self._write_back(state, keys, scored)
             written += len(keys[0]) if keys else 0
         return written
-
-    def _column_types(self, state: TableScoring) -> dict[str, Column]:
-        types = state._plans.get("types")
-        if types is None:
-            oid = self._query("SELECT $1::regclass::oid::text AS oid", ["text"], [state.table])
-            types = state._plans["types"] = self._columns(oid[0]["oid"])
-        return dict(types)
 
     def _score_chunk(
         self,
@@ -635,14 +712,13 @@ class Runtime:
         except InputError as exc:
             if state.on_error == "raise":
                 rows = sorted({p.row for p in exc.details if p.row is not None})
+                first = rows[0] if rows else offset
+                of_first = InputError(exc.message, [p for p in exc.details if p.row == first])
                 self._unscorable(
                     state,
                     action,
-                    [
-                        (row, {f: columns[f][row - offset] for f in columns}, exc)
-                        for row in rows[:1]
-                    ],
-                    [[k[row - offset] for k in keys] for row in rows[:1]],
+                    [(first, {f: columns[f][first - offset] for f in columns}, of_first)],
+                    [[k[first - offset] for k in keys]],
                     total=len(rows),
                 )
         # on_error => 'null': score row by row; the rows that fail keep NULL scores.
@@ -665,21 +741,15 @@ class Runtime:
         return out
 
     def _write_back(
-        self,
-        state: TableScoring,
-        types: dict[str, Column],
-        keys: list[list[Any]],
-        scored: dict[str, list[Any]],
+        self, state: TableScoring, keys: list[list[Any]], scored: dict[str, list[Any]]
     ) -> None:
         quote = self.plpy.quote_ident
         targets = [(output, column) for output, column in state.outputs]
         if state.version_column:
             targets.append(("_version", state.version_column))
-        plan = state._plans.get("write")
-        if plan is None:
+        if state.write_plan is None:
             # Arrays go in as text literals that PostgreSQL parses in C: PL/Python would convert
-            # a list element by element through str() and the type's input function, which
-            # costs more than the UPDATE itself.
+            # a list element by element through str() and the type's input function.
             arrays = [*state.key_columns, *(column for _, column in targets)]
             names = [*(f"k{i}" for i in range(len(state.key_columns)))]
             names += [f"v{j}" for j in range(len(targets))]
@@ -687,13 +757,24 @@ class Runtime:
                 f"UPDATE {state.table} AS t SET "
                 + ", ".join(f"{quote(c)} = s.v{j}" for j, (_, c) in enumerate(targets))
                 + " FROM unnest("
-                + ", ".join(f"${i + 1}::text::{types[c].type}[]" for i, c in enumerate(arrays))
+                + ", ".join(
+                    f"${i + 1}::text::{state.types[c].type}[]" for i, c in enumerate(arrays)
+                )
                 + f") AS s({', '.join(names)}) WHERE "
                 + " AND ".join(f"t.{quote(k)} = s.k{i}" for i, k in enumerate(state.key_columns))
             )
-            plan = state._plans["write"] = self.plpy.prepare(sql, ["text"] * len(arrays))
+            state.write_plan = self.plpy.prepare(sql, ["text"] * len(arrays))
         arguments = [*keys, *(scored[output] for output, _ in targets)]
-        self.plpy.execute(plan, [array_literal(values) for values in arguments])
+        try:
+            self.plpy.execute(state.write_plan, [array_literal(values) for values in arguments])
+        except self.plpy.SPIError as exc:
+            if getattr(exc, "sqlstate", None) != "42501":
+                raise
+            raise UsageError(
+                f"{state.table} is attached in mode 'statement', which writes the scores back "
+                f"with an UPDATE after the INSERT, and this role may not update it ({exc}); "
+                f"GRANT UPDATE ON {state.table} to the inserting role, or attach in mode 'row'"
+            ) from None
 
     # --- rows that can't be scored ------------------------------------------------------------
     def _unscorable(
@@ -761,9 +842,7 @@ class Runtime:
         if keys and state.key_columns:
             key = (
                 " ("
-                + ", ".join(
-                    f"{k}={v!r}" for k, v in zip(state.key_columns, keys[index], strict=True)
-                )
+                + ", ".join(f"{k}={v}" for k, v in zip(state.key_columns, keys[index], strict=True))
                 + ")"
             )
         problems = (
@@ -895,7 +974,23 @@ def _map_features(
             f"its columns: {', '.join(columns)}. Add them, or map them with "
             'features => \'{"Field": "column"}\''
         )
+    schema = model.manifest.schema
+    for name, column in mapping.items():
+        found = columns[column]
+        readable = _is_number(found) or found.category == _STRING_CATEGORY
+        if schema[name].dtype == "boolean":
+            readable = readable or found.category == _BOOLEAN_CATEGORY
+        if not readable:
+            expected = "a number or text" if schema[name].is_continuous else "text or a number"
+            raise UsageError(
+                f"column {column} of {table} is {found.type}, but field {name} of model "
+                f"{model.ref} reads {expected}; map the field to a column of such a type"
+            )
     return mapping
+
+
+def _is_number(column: Column) -> bool:
+    return column.category == _NUMERIC_CATEGORY and column.type != "money"
 
 
 def _map_outputs(
@@ -909,6 +1004,7 @@ def _map_outputs(
             f"outputs names {', '.join(unknown)}, which model {model.ref} does not produce; "
             f"it produces: {', '.join(model.output_columns)}"
         )
+    text_labels = any(isinstance(c, str) for c in model.classes or [])
     mapping = dict(given)
     if not given:
         for output in model.output_columns:
@@ -933,17 +1029,17 @@ def _map_outputs(
                 f"outputs maps {output} to column {column!r}, which {table} does not have; "
                 f"its columns: {', '.join(columns)}"
             )
-        numeric_only = output != PREDICTION or model.task == "regression"
-        if numeric_only and found.category != _NUMERIC_CATEGORY:
-            raise UsageError(
-                f"column {column} of {table} is {found.type}, but {output} of model "
-                f"{model.ref} is a number; use a double precision column"
-            )
-        labels_are_text = any(isinstance(c, str) for c in model.classes or [])
-        if not numeric_only and labels_are_text and found.category != _STRING_CATEGORY:
+        if output != PREDICTION or model.task == "regression":
+            if not found.type.startswith(_FRACTIONAL_TYPES):
+                raise UsageError(
+                    f"column {column} of {table} is {found.type}, but {output} of model "
+                    f"{model.ref} is a fraction; use a double precision column"
+                )
+        elif not (found.category == _STRING_CATEGORY or (_is_number(found) and not text_labels)):
             raise UsageError(
                 f"column {column} of {table} is {found.type}, but the predictions of model "
-                f"{model.ref} are labels such as {model.classes[0]!r}; use a text column"  # type: ignore[index]
+                f"{model.ref} are labels such as {(model.classes or [''])[0]!r}; use a "
+                f"{_prediction_type(model)} column"
             )
     return mapping
 

@@ -8,6 +8,7 @@
 --     deployments  the champion per model, as history: promote and rollback append a row
 --     attachments  which table is scored by which model, how, into which columns
 --     errors       rows kept unscored by on_error => 'null', with the reason
+--     trusted_pickles  the pickles a superuser allowed the server to unpickle (it runs code)
 --   roles scorekit_publisher (publish, promote, roll back, attach) and scorekit_scorer (score)
 --   PL/Python functions: predict, predict_batch, attach, detach, rescore, and the triggers
 --   SQL functions: champion, promote, rollback
@@ -89,6 +90,17 @@ CREATE TABLE IF NOT EXISTS scorekit.attachments (
 COMMENT ON TABLE scorekit.attachments IS
     'Tables scored on insert: model, trigger mode, field->column and output->column maps';
 
+CREATE TABLE IF NOT EXISTS scorekit.trusted_pickles (
+    sha256 text PRIMARY KEY,
+    model text NOT NULL,
+    version integer NOT NULL,
+    trusted_at timestamptz NOT NULL DEFAULT now(),
+    trusted_by name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE scorekit.trusted_pickles IS
+    'Unpickling runs code as the server''s OS user, so the sklearn engine loads only the pickles '
+    'listed here, which only a superuser can add (scorekit db publish --trust-pickle)';
+
 CREATE TABLE IF NOT EXISTS scorekit.errors (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),
@@ -103,6 +115,36 @@ CREATE TABLE IF NOT EXISTS scorekit.errors (
 );
 COMMENT ON TABLE scorekit.errors IS
     'Rows that were kept with NULL predictions (on_error => ''null''), and why';
+
+-- Who may change an attachment: a role that may create triggers on its table, as attach does.
+-- Every scoring role reads them all (a trigger on any attached table needs its row).
+ALTER TABLE scorekit.attachments ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS readable ON scorekit.attachments;
+CREATE POLICY readable ON scorekit.attachments FOR SELECT USING (true);
+DROP POLICY IF EXISTS table_triggers ON scorekit.attachments;
+CREATE POLICY table_triggers ON scorekit.attachments FOR ALL
+    USING (has_table_privilege(tbl, 'TRIGGER')) WITH CHECK (has_table_privilege(tbl, 'TRIGGER'));
+
+-- An error row holds a scored row's values: readable by those who may read that table.
+ALTER TABLE scorekit.errors ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS recordable ON scorekit.errors;
+CREATE POLICY recordable ON scorekit.errors FOR INSERT WITH CHECK (true);
+DROP POLICY IF EXISTS table_readers ON scorekit.errors;
+CREATE POLICY table_readers ON scorekit.errors FOR SELECT
+    USING (coalesce(has_table_privilege(to_regclass(tbl), 'SELECT'), false));
+
+-- A dropped table's attachment goes with it.
+CREATE OR REPLACE FUNCTION scorekit._forget_dropped() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM scorekit.attachments
+    WHERE tbl::oid IN (SELECT objid FROM pg_event_trigger_dropped_objects()
+                       WHERE object_type = 'table');
+END
+$$;
+DROP EVENT TRIGGER IF EXISTS scorekit_forget_dropped;
+CREATE EVENT TRIGGER scorekit_forget_dropped ON sql_drop
+    EXECUTE FUNCTION scorekit._forget_dropped();
 
 -- --- deployments: plain SQL, no Python ---------------------------------------------------------
 
@@ -261,11 +303,12 @@ $$;
 REVOKE ALL ON SCHEMA scorekit FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA scorekit FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA scorekit FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION scorekit._forget_dropped() TO PUBLIC;  -- runs on anyone's DROP TABLE
 GRANT USAGE ON SCHEMA scorekit TO scorekit_scorer;
 
 -- Scoring reads the models it scores with and the deployments; it may record unscorable rows.
-GRANT SELECT ON scorekit.runtime, scorekit.models, scorekit.deployments, scorekit.attachments
-    TO scorekit_scorer;
+GRANT SELECT ON scorekit.runtime, scorekit.models, scorekit.deployments, scorekit.attachments,
+    scorekit.trusted_pickles TO scorekit_scorer;
 GRANT INSERT ON scorekit.errors TO scorekit_scorer;
 GRANT EXECUTE ON FUNCTION scorekit._boot(), scorekit.champion(text),
     scorekit.predict(text, jsonb), scorekit.predict_batch(text, jsonb),
@@ -273,10 +316,12 @@ GRANT EXECUTE ON FUNCTION scorekit._boot(), scorekit.champion(text),
     scorekit._row_trigger(), scorekit._inserted_trigger()
     TO scorekit_scorer;
 
--- Publishing adds versions (never changes one), moves the champion and attaches tables.
+-- Publishing adds versions (never changes one) and moves the champion. Attaching a table also
+-- needs the TRIGGER privilege on it (checked by CREATE TRIGGER and the policy above). A model's
+-- pickle is never unpickled unless a superuser trusted it, so publishing runs no code.
 GRANT INSERT ON scorekit.models, scorekit.deployments TO scorekit_publisher;
-GRANT SELECT, INSERT, UPDATE, DELETE ON scorekit.attachments TO scorekit_publisher;
-GRANT SELECT ON scorekit.errors TO scorekit_publisher;
+GRANT INSERT, UPDATE, DELETE ON scorekit.attachments TO scorekit_publisher;
+GRANT SELECT ON scorekit.errors, scorekit.trusted_pickles TO scorekit_publisher;
 GRANT EXECUTE ON FUNCTION scorekit.promote(text, integer), scorekit.rollback(text),
     scorekit.attach(regclass, text, text, jsonb, jsonb, text, text, text),
     scorekit.detach(regclass)

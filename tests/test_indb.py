@@ -438,7 +438,7 @@ def test_on_error_null_keeps_the_row_and_records_why(conn, db, published, table,
     assert len(errors) == 1
     tbl, model, err_version, key, data, problems, message = errors[0]
     assert (tbl, model, err_version) == ("public.applications", name, version)
-    assert key == {"id": scored[1][0]}
+    assert key == {"id": str(scored[1][0])}  # the key's values as text
     assert data["employment"] == "Martian"
     assert problems[0]["field"] == "Employment" and problems[0]["value"] == "Martian"
     assert "unseen category 'Martian'" in message
@@ -612,3 +612,166 @@ def test_array_literals_round_trip_through_postgresql(conn) -> None:
     assert got == [1.5, None, None, float("inf")]
     ints = [1, None, -(2**62)]
     assert conn.execute("SELECT %s::text::int8[]", [array_literal(ints)]).fetchone()[0] == ints
+
+
+# --- review findings: each test failed before its fix --------------------------------------------
+def test_an_untrusted_pickle_is_never_unpickled(conn, db, published) -> None:
+    """Unpickling runs code; a publisher must not get the server to run theirs."""
+    import hashlib
+    import pickle
+
+    marker = Path(f"/tmp/scorekit-test-unpickled-{os.getpid()}")
+    payload = pickle.dumps(Evil(str(marker)))
+    name = "evil"
+    manifest = conn.execute(
+        "SELECT manifest FROM scorekit.models WHERE name = %s AND version = %s",
+        list(published["audit"]),
+    ).fetchone()[0]
+    manifest.update(
+        name=name, version="1", artifacts={"model.pkl": hashlib.sha256(payload).hexdigest()}
+    )
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE sk_test_publisher")
+            conn.execute(
+                "INSERT INTO scorekit.models (name, version, manifest, pickle) "
+                "VALUES (%s, 1, %s, %s)",
+                [name, json.dumps(manifest), payload],
+            )
+            conn.execute("INSERT INTO scorekit.deployments (model, version, action) "
+                         "VALUES (%s, 1, 'publish')", [name])  # fmt: skip
+        with pytest.raises(psycopg.errors.DataException, match="is not trusted"):
+            conn.execute("SELECT scorekit.predict(%s, '{}')", [name])
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            as_role(conn, "sk_test_publisher", "INSERT INTO scorekit.trusted_pickles "
+                    "(sha256, model, version) VALUES ('x', 'evil', 1)")  # fmt: skip
+        assert not marker.exists()
+    finally:
+        conn.execute("DELETE FROM scorekit.deployments WHERE model = %s", [name])
+        conn.execute("DELETE FROM scorekit.models WHERE name = %s", [name])
+
+
+class Evil:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def test_a_trusted_pickle_scores_with_the_sklearn_engine(
+    conn, db, published, session_store, table
+) -> None:
+    name, version = published["audit"]
+    with pytest.raises(scorekit.ModelError, match="not trusted"):
+        _db.attach(table, name, engine="sklearn", dsn=db)
+    ref = f"{name}@{version}"
+    with pytest.raises(scorekit.UsageError, match="needs a superuser"):
+        _db.publish(ref, store=session_store, trust_pickle=True, dsn=_plain_login(db))
+    _db.publish(ref, store=session_store, trust_pickle=True, dsn=db)
+    _db.attach(table, name, engine="sklearn", dsn=db)
+    conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})")
+    (p1,) = conn.execute(f"SELECT probability_1 FROM {table}").fetchone()
+    native = scorekit.load_model(ref, store=session_store, engine="native")
+    record = dict(zip([f for f, _, _ in FEATURES], [38, "Private", "College", "Unmarried",
+                  "Service", 81838, "Female", "FALSE", 72], strict=True))  # fmt: skip
+    assert p1 == pytest.approx(native.predict_one(record)["probability(1)"], abs=TOLERANCE)
+
+
+def _plain_login(db: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    return make_conninfo(
+        host="127.0.0.1",
+        dbname=conninfo_to_dict(db)["dbname"],
+        user=PLAIN_LOGIN[0],
+        password=PLAIN_LOGIN[1],
+    )
+
+
+def test_only_roles_that_may_create_triggers_change_an_attachment(conn, db, published, table):
+    name, _ = published["audit"]
+    _db.attach(table, name, on_error="null", dsn=db)
+    for sql in (
+        'UPDATE scorekit.attachments SET outputs = \'{"prediction": "hours"}\'',
+        "DELETE FROM scorekit.attachments",
+    ):
+        as_role(conn, "sk_test_publisher", sql + " RETURNING tbl")  # RLS: no row is visible
+    (outputs,) = conn.execute(
+        "SELECT outputs FROM scorekit.attachments WHERE tbl = %s::regclass", [table]
+    ).fetchone()
+    assert outputs["prediction"] == "prediction"
+    conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD}), ({UNSEEN})")
+    assert as_role(conn, "sk_test_publisher", "SELECT * FROM scorekit.errors") == []
+
+
+def test_a_dropped_table_forgets_its_attachment(conn, db, published) -> None:
+    name, _ = published["audit"]
+    conn.execute(
+        "CREATE TABLE dropped (id serial PRIMARY KEY, "
+        + ", ".join(f"{column} {kind}" for _, column, kind in FEATURES)
+        + ", prediction integer)"
+    )
+    _db.attach("dropped", name, dsn=db)
+    conn.execute("DROP TABLE dropped")
+    assert conn.execute("SELECT count(*) FROM scorekit.attachments WHERE NOT EXISTS "
+                        "(SELECT FROM pg_class WHERE oid = tbl)").fetchone() == (0,)  # fmt: skip
+
+
+def test_attach_checks_column_types(conn, db, published, table) -> None:
+    name, _ = published["audit"]
+    conn.execute(f"ALTER TABLE {table} ADD COLUMN born date, ADD COLUMN p_int integer")
+    with pytest.raises(scorekit.UsageError, match=r"column born .* is date, but field Age"):
+        _db.attach(table, name, features={"Age": "born"}, dsn=db)
+    with pytest.raises(scorekit.UsageError, match=r"p_int .* is integer, .* a fraction"):
+        _db.attach(table, name, outputs={"prediction": "prediction", "probability(1)": "p_int"},
+                   dsn=db)  # fmt: skip
+
+
+def test_null_arguments_are_named_not_internal_errors(conn, published) -> None:
+    for sql in (
+        "SELECT scorekit.predict(NULL, '{}')",
+        "SELECT scorekit.attach(NULL, 'audit')",
+        "SELECT scorekit.attach('pg_class', NULL)",
+        "SELECT scorekit.rescore(NULL)",
+    ):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="is NULL"):
+            conn.execute(sql)
+
+
+def test_a_bad_row_in_a_statement_is_named_with_its_own_problems(conn, db, published, table):
+    name, _ = published["audit"]
+    _db.attach(table, name, mode="statement", dsn=db)
+    bad_income = GOOD.replace("81838", "'-infinity'")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+        conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD}), ({UNSEEN}), ({bad_income})")
+    message = caught.value.diag.message_primary
+    assert "row 2" in message and "employment" in message and "income" not in message
+    assert "(1 more row(s) also fail)" in message
+
+
+def test_statement_mode_keeps_a_row_whose_number_is_too_big(conn, db, published) -> None:
+    name, _ = published["audit"]
+    conn.execute(
+        "CREATE TABLE wide (k1 text, k2 integer, "
+        + ", ".join(f"{c} {'numeric' if c == 'income' else kind}" for _, c, kind in FEATURES)
+        + ", prediction integer, PRIMARY KEY (k1, k2))"
+    )
+    try:
+        _db.attach("wide", name, mode="statement", on_error="null", dsn=db)
+        huge = GOOD.replace("81838", "1e400")
+        conn.execute(f"INSERT INTO wide VALUES ('a \"quoted\", {{key}}', 1, {GOOD}), "
+                     f"('b', 2, {huge}), (E'back\\\\slash', 3, {GOOD})")  # fmt: skip
+        scored = conn.execute("SELECT k2, prediction FROM wide ORDER BY k2").fetchall()
+        assert [s[1] is not None for s in scored] == [True, False, True]
+        (key,) = conn.execute(
+            "SELECT row_key FROM scorekit.errors WHERE tbl = 'public.wide'"
+        ).fetchone()
+        assert key == {"k1": "b", "k2": "2"}
+    finally:
+        conn.execute("DROP TABLE wide")
+
+
+def test_rescore_of_a_detached_table_says_so(conn, db, published, table) -> None:
+    with pytest.raises(scorekit.UsageError, match="is not attached to a model"):
+        _db.rescore(table, dsn=db)
