@@ -35,6 +35,15 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_promote(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """--promote / --no-promote, default None (the first version of a model becomes champion)."""
+    promote = parser.add_mutually_exclusive_group()
+    promote.add_argument(
+        "--promote", dest="promote", action="store_true", default=None, help=help_text
+    )
+    promote.add_argument("--no-promote", dest="promote", action="store_false")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scorekit", description=__doc__.split(".")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -66,15 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "missing (default: error)",
     )
     train.add_argument("--seed", type=int, default=42)
-    promote = train.add_mutually_exclusive_group()
-    promote.add_argument(
-        "--promote",
-        dest="promote",
-        action="store_true",
-        default=None,
-        help="make the new version champion (default: only the first version)",
-    )
-    promote.add_argument("--no-promote", dest="promote", action="store_false")
+    _add_promote(train, "make the new version champion (default: only the first version)")
     _add_store(train)
 
     score = commands.add_parser("score", help="score a CSV file")
@@ -155,15 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_action("uninstall", "drop the scorekit schema (scored tables and roles stay)")
     publish = db_action("publish", "copy a model version from the store into the database")
     publish.add_argument("ref", metavar="NAME[@VERSION|@ALIAS]", help="default: the champion")
-    db_promote = publish.add_mutually_exclusive_group()
-    db_promote.add_argument(
-        "--promote",
-        dest="promote",
-        action="store_true",
-        default=None,
-        help="make it the database's champion (default: only if the model has none)",
-    )
-    db_promote.add_argument("--no-promote", dest="promote", action="store_false")
+    _add_promote(publish, "make it the database's champion (default: only if the model has none)")
     publish.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -364,23 +357,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.kind == "db":
         from ._bench_db import run_db
 
-        print(
-            run_db(
-                Path(args.data),
-                args.target,
-                Path(args.output),
-                args.rows,
-                args.singles,
-                args.slow_rows,
-                args.repeats,
-                args.cold_runs,
-                args.dsn,
-            )
+        body = run_db(
+            Path(args.data),
+            args.target,
+            Path(args.output),
+            args.rows,
+            args.singles,
+            args.slow_rows,
+            args.repeats,
+            args.cold_runs,
+            args.dsn,
         )
-        print(f"wrote the db section of {args.output}", file=sys.stderr)
-        return 0
-    print(
-        run_engines(
+    else:
+        body = run_engines(
             Path(args.data),
             args.target,
             Path(args.output),
@@ -390,8 +379,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.repeats,
             args.cold_runs,
         )
-    )
-    print(f"wrote the engines section of {args.output}", file=sys.stderr)
+    print(body)
+    print(f"wrote the {args.kind} section of {args.output}", file=sys.stderr)
     return 0
 
 

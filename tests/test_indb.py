@@ -100,15 +100,25 @@ def conn(db: str) -> Iterator[Any]:
 def table(conn) -> Iterator[str]:
     """A fresh applications table with feature, score and version columns."""
     name = "applications"
-    conn.execute(f"DROP TABLE IF EXISTS {name}")
-    conn.execute(
-        f"CREATE TABLE {name} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-        + ", ".join(f"{column} {kind}" for _, column, kind in FEATURES)
-        + ", batch integer, prediction integer, probability_0 double precision, "
-        "probability_1 double precision, model_version integer)"
+    create_table(
+        conn,
+        name,
+        "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "batch integer, prediction integer, probability_0 double precision, "
+        "probability_1 double precision, model_version integer",
     )
     yield name
     conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def create_table(
+    conn, name: str, before: str, after: str, types: dict[str, str] | None = None
+) -> None:
+    """A table with the feature columns (their types in FEATURES unless ``types`` says)
+    between the ``before`` and ``after`` column definitions."""
+    features = ", ".join(f"{c} {(types or {}).get(c, kind)}" for _, c, kind in FEATURES)
+    conn.execute(f"DROP TABLE IF EXISTS {name}")
+    conn.execute(f"CREATE TABLE {name} ({before}, {features}, {after})")
 
 
 def csv_rows(data_dir: Path, filename: str = "audit_na.csv") -> list[dict[str, str]]:
@@ -401,12 +411,10 @@ def test_a_bad_row_fails_the_whole_statement_naming_it(conn, db, published, tabl
 
 def test_text_that_is_not_a_number_is_refused(conn, db, published) -> None:
     name, _ = published["audit"]
-    conn.execute("DROP TABLE IF EXISTS textual")
-    conn.execute(
-        "CREATE TABLE textual (id serial PRIMARY KEY, "
-        + ", ".join(f"{column} text" for _, column, _ in FEATURES)
-        + ", prediction integer)"
-    )
+    create_table(
+        conn, "textual", "id serial PRIMARY KEY", "prediction integer",
+        {column: "text" for _, column, _ in FEATURES},
+    )  # fmt: skip
     try:
         _db.attach("textual", name, mode="statement", dsn=db)
         with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"income.*'12x'"):
@@ -707,11 +715,7 @@ def test_only_roles_that_may_create_triggers_change_an_attachment(conn, db, publ
 
 def test_a_dropped_table_forgets_its_attachment(conn, db, published) -> None:
     name, _ = published["audit"]
-    conn.execute(
-        "CREATE TABLE dropped (id serial PRIMARY KEY, "
-        + ", ".join(f"{column} {kind}" for _, column, kind in FEATURES)
-        + ", prediction integer)"
-    )
+    create_table(conn, "dropped", "id serial PRIMARY KEY", "prediction integer")
     _db.attach("dropped", name, dsn=db)
     conn.execute("DROP TABLE dropped")
     assert conn.execute("SELECT count(*) FROM scorekit.attachments WHERE NOT EXISTS "
@@ -752,11 +756,10 @@ def test_a_bad_row_in_a_statement_is_named_with_its_own_problems(conn, db, publi
 
 def test_statement_mode_keeps_a_row_whose_number_is_too_big(conn, db, published) -> None:
     name, _ = published["audit"]
-    conn.execute(
-        "CREATE TABLE wide (k1 text, k2 integer, "
-        + ", ".join(f"{c} {'numeric' if c == 'income' else kind}" for _, c, kind in FEATURES)
-        + ", prediction integer, PRIMARY KEY (k1, k2))"
-    )
+    create_table(
+        conn, "wide", "k1 text, k2 integer", "prediction integer, PRIMARY KEY (k1, k2)",
+        {"income": "numeric"},
+    )  # fmt: skip
     try:
         _db.attach("wide", name, mode="statement", on_error="null", dsn=db)
         huge = GOOD.replace("81838", "1e400")
