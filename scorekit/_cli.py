@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("name")
     _add_store(rollback)
 
+    serve = commands.add_parser(
+        "serve", help="the HTTP app (functions/wsgi.py) under gunicorn, on loopback by default"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=7071)
+    serve.add_argument("--workers", type=int, default=2, help="worker processes")
+    _add_store(serve)
+
     bench = commands.add_parser("bench", help="benchmarks that write docs/benchmarks.md")
     bench_kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
     engines = bench_kinds.add_parser("engines", help="sklearn vs pypmml vs native, side by side")
@@ -444,12 +452,49 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Replace this process with gunicorn serving functions/wsgi.py (so signals reach it)."""
+    from pathlib import Path
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be 1-65535, got {args.port}")
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "functions" / "wsgi.py").is_file():
+        raise UsageError(f"{root}/functions/wsgi.py is missing; serve runs from a checkout")
+    try:
+        import gunicorn  # noqa: F401
+    except ImportError:
+        raise UsageError("scorekit serve needs gunicorn: pip install gunicorn") from None
+    env = dict(os.environ)
+    store = args.store or env.get("SCOREKIT_STORE") or "pmml"
+    if "://" not in store:
+        store = str(Path(store).resolve())  # gunicorn runs from the checkout's root
+    env["SCOREKIT_STORE"] = store
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{args.host}:{args.port}",
+        "--workers", str(args.workers),
+        "--chdir", str(root),
+        "--access-logfile", "-",
+        "functions.wsgi:application",
+    ]  # fmt: skip
+    print(
+        f"serving {store} on http://{args.host}:{args.port} with {args.workers} worker(s)",
+        file=sys.stderr,
+    )
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+
+
 COMMANDS = {
     "train": cmd_train,
     "score": cmd_score,
     "models": cmd_models,
     "bench": cmd_bench,
     "db": cmd_db,
+    "serve": cmd_serve,
 }
 
 

@@ -82,3 +82,8 @@ def test_the_database_runtime_is_light() -> None:
     """What PL/Python imports in the server (scorekit._plpython) pulls in no heavy module: a
     connection's first prediction pays for numpy and scorekit only."""
     assert imported_heavy("import scorekit._plpython") == []
+
+
+def test_the_http_protocol_is_light() -> None:
+    """What a function imports to serve (scorekit._http) pulls in no heavy module."""
+    assert imported_heavy("import scorekit._http") == []
