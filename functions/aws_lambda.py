@@ -43,6 +43,9 @@ def _method_and_path(event: dict[str, Any]) -> tuple[str, str]:
     if event.get("version") == "2.0":  # HTTP API, Function URL
         method = event["requestContext"]["http"]["method"]
         path = event.get("rawPath") or "/"
+        stage = event["requestContext"].get("stage")
+        if stage and stage != "$default" and path.startswith(f"/{stage}/"):
+            path = path[len(stage) + 1 :]  # a named stage prefixes the raw path
         query = event.get("rawQueryString") or ""
     else:  # REST API (1.0)
         method = event.get("httpMethod") or "GET"

@@ -28,16 +28,21 @@ def make_app(app: _http.HttpApp) -> Callable[[dict[str, Any], StartResponse], It
         }
         if environ.get("CONTENT_TYPE"):
             headers["Content-Type"] = environ["CONTENT_TYPE"]
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
         limit = app.settings.max_body
-        # Read at most one byte past the limit: enough for the app to answer 413.
-        body = environ["wsgi.input"].read(min(length, limit + 1)) if length > 0 else b""
-        status, out_headers, out_body = app.handle(
-            environ.get("REQUEST_METHOD", "GET"), path, headers, body
-        )
+        declared = environ.get("CONTENT_LENGTH")
+        try:
+            length = int(declared) if declared else None
+        except ValueError:
+            length = None
+        if length is not None and length > limit:
+            status, out_headers, out_body = app.too_large(length)  # not read at all
+        else:
+            # Without a length (chunked), read at most one byte past the limit: enough to 413.
+            stream = environ["wsgi.input"]
+            body = stream.read(length) if length is not None else stream.read(limit + 1)
+            status, out_headers, out_body = app.handle(
+                environ.get("REQUEST_METHOD", "GET"), path, headers, body
+            )
         phrase = HTTPStatus(status).phrase
         start_response(
             f"{status} {phrase}",

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     serve.add_argument("--port", type=int, default=7071)
     serve.add_argument("--workers", type=int, default=2, help="worker processes")
+    serve.add_argument(
+        "--timeout", type=int, default=120, help="seconds a request may take (large batches)"
+    )
     _add_store(serve)
 
     bench = commands.add_parser("bench", help="benchmarks that write docs/benchmarks.md")
@@ -477,8 +480,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "--bind", f"{args.host}:{args.port}",
         "--workers", str(args.workers),
         "--chdir", str(root),
-        "--access-logfile", "-",
-        "functions.wsgi:application",
+        "--timeout", str(args.timeout),
+        "functions.wsgi:application",  # logs one JSON line per request itself
     ]  # fmt: skip
     print(
         f"serving {store} on http://{args.host}:{args.port} with {args.workers} worker(s)",

@@ -31,15 +31,16 @@ import os
 import threading
 import time
 import urllib.parse
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import __version__
 from ._errors import InputError, Problem, ScorekitError, StoreError, UsageError
 from ._loading import open_scorer
 from ._model import Model
-from ._store import ModelStore, check_name, open_store
+from ._store import CHAMPION, ModelStore, check_name, open_store
 
 log = logging.getLogger("scorekit.http")
 
@@ -56,10 +57,11 @@ Response = tuple[int, Headers, bytes]
 class HttpError(ScorekitError):
     """A client error that is about the request itself, not its data (status chosen here)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, allow: str | None = None) -> None:
         super().__init__(message)
         self.http_status = status
         self.code = code
+        self.allow = allow  # for 405: the method the route takes
 
 
 @dataclass
@@ -79,9 +81,12 @@ class Settings:
             if not text:
                 return default
             try:
-                return float(text)
+                value = float(text)
             except ValueError:
-                raise UsageError(f"{name}={text!r} is not a number") from None
+                value = math.nan
+            if not (math.isfinite(value) and value >= 0):
+                raise UsageError(f"{name}={text!r}: expected a number of at least 0")
+            return value
 
         return cls(
             store=environ.get("SCOREKIT_STORE") or None,
@@ -94,53 +99,65 @@ class Settings:
 
 @dataclass
 class Models:
-    """Loaded model versions, once per process. A name's champion is re-resolved at most every
-    ``refresh_seconds``; while the store can't be reached, the version already loaded keeps
-    serving and ``degraded`` says so (readiness reports it)."""
+    """Loaded model versions, once per process (a version is immutable, so it is loaded once).
+    An alias (the champion, by default) is re-resolved at most every ``refresh_seconds``; while
+    the store can't be reached, the version already resolved keeps serving, and ``degraded``
+    says which models could not be re-resolved and why."""
 
     store: ModelStore
     engine: str = "auto"
     refresh_seconds: float = DEFAULT_REFRESH_SECONDS
     clock: Callable[[], float] = time.monotonic
-    degraded: str | None = None  # why the store could not be read, while it can't
+    degraded: dict[str, str] = field(default_factory=dict)  # model name -> the store's error
     _loaded: OrderedDict[tuple[str, str], Model] = field(default_factory=OrderedDict)
-    _champions: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _aliases: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _loading: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
 
     def get(self, name: str, version: str | None = None) -> Model:
+        """The model ``name`` at ``version``: a number, an alias, or None for the champion."""
         check_name(name)
-        if version is None:
-            version = self.champion(name)
-        else:
-            check_name(version, "version")
-        key = (name, version)
+        selector = version or CHAMPION
+        check_name(selector, "version or alias")
+        number = selector if selector.isdigit() else self.resolve(name, selector)
+        key = (name, number)
         with self._lock:
             model = self._loaded.get(key)
             if model is not None:
                 self._loaded.move_to_end(key)
                 return model
-        bundle = self.store.bundle(name, self.store.resolve(name, version))
-        model = Model(bundle.manifest, open_scorer(bundle, self.engine))
-        with self._lock:
-            self._loaded[key] = model
-            while len(self._loaded) > MODEL_CACHE_SIZE:
-                self._loaded.popitem(last=False)[1].close()
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one load per version, however many requests ask at once
+            with self._lock:
+                model = self._loaded.get(key)
+            if model is None:
+                bundle = self.store.bundle(name, self.store.resolve(name, number))
+                model = Model(bundle.manifest, open_scorer(bundle, self.engine))
+                with self._lock:
+                    self._loaded[key] = model
+                    # The oldest is dropped, not closed: a request may still be scoring with it.
+                    while len(self._loaded) > MODEL_CACHE_SIZE:
+                        self._loaded.popitem(last=False)
+                    self._loading.pop(key, None)
         return model
 
-    def champion(self, name: str) -> str:
+    def resolve(self, name: str, alias: str = CHAMPION) -> str:
+        """The version ``alias`` names, re-read from the store at most every refresh_seconds."""
         now = self.clock()
-        cached = self._champions.get(name)
+        cached = self._aliases.get((name, alias))
         if cached is not None and now - cached[1] < self.refresh_seconds:
             return cached[0]
         try:
-            version = self.store.resolve(name)
+            version = self.store.resolve(name, alias)
         except StoreError as exc:
             if cached is None:
                 raise
-            self.degraded = exc.message  # keep serving what is loaded
+            # Keep serving what was resolved, and wait a whole interval before trying again.
+            self.degraded[name] = exc.message
+            self._aliases[(name, alias)] = (cached[0], now)
             return cached[0]
-        self.degraded = None
-        self._champions[name] = (version, now)
+        self.degraded.pop(name, None)
+        self._aliases[(name, alias)] = (version, now)
         return version
 
 
@@ -159,16 +176,19 @@ class HttpApp:
         query = dict(urllib.parse.parse_qsl(query_string))
         lowered = {k.lower(): v for k, v in headers.items()}
         served: dict[str, Any] = {}
+        out_headers = {"Content-Type": JSON}
+        v2 = _segments(route)[:1] == ["v2"] or _segments(route)[:2] == ["api", "v2"]
         try:
             status, payload = self._route(method.upper(), route, query, lowered, body, served)
+            body_out = _dumps(payload)
         except ScorekitError as exc:
-            status, payload = exc.http_status, _error_body(exc)
+            status, body_out = exc.http_status, _dumps(_error_body(exc, v2))
+            if isinstance(exc, HttpError) and exc.allow:
+                out_headers["Allow"] = exc.allow
         except Exception as exc:  # a bug: log it whole, answer without a traceback
             log.exception("internal error on %s %s", method, route)
-            status = 500
-            payload = _error_body(ScorekitError(f"internal error: {type(exc).__name__}"))
-        body_out = json.dumps(payload, allow_nan=False, default=_json_default).encode()
-        out_headers = {"Content-Type": JSON}
+            internal = ScorekitError(f"internal error: {type(exc).__name__}")
+            status, body_out = 500, _dumps(_error_body(internal, v2))
         if "version" in served:
             out_headers["Scorekit-Model-Version"] = str(served["version"])
         log.info(
@@ -186,6 +206,11 @@ class HttpApp:
         )
         return status, out_headers, body_out
 
+    def too_large(self, length: int) -> Response:
+        """The 413 an adapter answers for a body it declines to read (Content-Length alone)."""
+        error = HttpError(413, "payload_too_large", self._size_message(length))
+        return 413, {"Content-Type": JSON}, _dumps(_error_body(error, False))
+
     # --- routing ------------------------------------------------------------------------------
     def _route(
         self,
@@ -196,7 +221,7 @@ class HttpApp:
         body: bytes,
         served: dict[str, Any],
     ) -> tuple[int, Any]:
-        parts = [p for p in route.split("/") if p]
+        parts = _segments(route)
         if parts[:1] == ["api"]:  # Azure serves every route under /api; the others may too
             parts = parts[1:]
         if parts[:1] == ["v2"]:
@@ -206,7 +231,7 @@ class HttpApp:
             return 200, {
                 "status": "ok",
                 "store": self.models.store.url,
-                "degraded": self.models.degraded,
+                "degraded": dict(self.models.degraded) or None,
             }
         if parts == ["models"]:
             self._allow(method, "GET")
@@ -217,12 +242,19 @@ class HttpApp:
         if len(parts) == 3 and parts[0] == "models" and parts[2] == "predict":
             self._allow(method, "POST")
             return 200, self._predict(parts[1], query.get("version"), headers, body, served)
-        raise HttpError(404, "not_found", f"no route {route}; the routes are in /api/openapi.json")
+        raise HttpError(
+            404,
+            "not_found",
+            f"no route {route}; the routes are /api/health, /api/models, /api/models/{{name}}, "
+            "/api/models/{name}/predict and /v2/...",
+        )
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
         if method != allowed:
-            raise HttpError(405, "method_not_allowed", f"use {allowed} here, not {method}")
+            raise HttpError(
+                405, "method_not_allowed", f"use {allowed} here, not {method}", allow=allowed
+            )
 
     def _list_models(self) -> list[dict[str, Any]]:
         store = self.models.store
@@ -284,12 +316,13 @@ class HttpApp:
 
     def _check_size(self, body: bytes) -> None:
         if len(body) > self.settings.max_body:
-            raise HttpError(
-                413,
-                "payload_too_large",
-                f"the body is {len(body):,} bytes; the limit is {self.settings.max_body:,} "
-                "(SCOREKIT_MAX_BODY). Send fewer records per request",
-            )
+            raise HttpError(413, "payload_too_large", self._size_message(len(body)))
+
+    def _size_message(self, length: int) -> str:
+        return (
+            f"the body is {length:,} bytes; the limit is {self.settings.max_body:,} "
+            "(SCOREKIT_MAX_BODY). Send fewer records per request"
+        )
 
     def _check_rows(self, rows: int) -> None:
         if rows == 0:
@@ -311,6 +344,16 @@ class HttpApp:
         body: bytes,
         served: dict[str, Any],
     ) -> tuple[int, Any]:
+        if headers.get("inference-header-content-length") is not None:
+            raise HttpError(
+                415,
+                "unsupported_media_type",
+                "binary tensor data is not supported; send the tensors as JSON "
+                "(tritonclient: set_data_from_numpy(..., binary_data=False))",
+            )
+        if parts == []:
+            self._allow(method, "GET")
+            return 200, {"name": "scorekit", "version": __version__, "extensions": []}
         if parts in (["health", "live"], ["health", "ready"]):
             self._allow(method, "GET")
             return 200, {"live": True} if parts[1] == "live" else {"ready": True}
@@ -324,8 +367,8 @@ class HttpApp:
                 return 200, self._v2_metadata(name, version, served)
             if rest == ["ready"]:
                 self._allow(method, "GET")
-                self.models.get(name, version)  # raises 404 for an unknown model
-                return 200, {"name": name, "ready": self.models.degraded is None}
+                self.models.get(name, version)  # raises for a model that can't be served
+                return 200, {"name": name, "ready": True}
             if rest == ["infer"]:
                 self._allow(method, "POST")
                 return 200, self._v2_infer(name, version, body, served)
@@ -362,9 +405,26 @@ class HttpApp:
                 'an inference request is {"inputs": [{"name": ..., "shape": [N], '
                 '"datatype": "FP64", "data": [...]}, ...]}',
             )
+        requested = request.get("outputs") or []
+        if not isinstance(requested, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+        ):
+            raise HttpError(
+                400, "bad_request", 'outputs must be a list of {"name": "<output>"} objects'
+            )
+        wanted = [o["name"] for o in requested]
+        unknown = [w for w in wanted if w not in model.output_columns]
+        if unknown:
+            raise HttpError(
+                400,
+                "bad_request",
+                f"unknown output(s) {unknown}; model {model.ref} produces {model.output_columns}",
+            )
         columns: dict[str, list[Any]] = {}
         for i, tensor in enumerate(request["inputs"]):
             tensor_name, data = _v2_tensor(tensor, i)
+            if tensor_name in columns:
+                raise HttpError(400, "bad_request", f"input {tensor_name!r} is sent twice")
             columns[tensor_name] = data
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
@@ -378,14 +438,6 @@ class HttpApp:
         self._check_rows(rows)
         served["rows"] = rows
         scored = model.predict_columns(columns)
-        wanted = [o.get("name") for o in request.get("outputs") or [] if isinstance(o, dict)]
-        unknown = [w for w in wanted if w not in scored]
-        if unknown:
-            raise HttpError(
-                400,
-                "bad_request",
-                f"unknown output(s) {unknown}; model {model.ref} produces {list(scored)}",
-            )
         outputs = [
             {
                 "name": output,
@@ -409,9 +461,47 @@ class HttpApp:
 # --- body formats -------------------------------------------------------------------------------
 def _parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HttpError(400, "malformed_json", "the body's JSON is nested too deeply") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON; send null for a missing value")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys repeat is refused: which of its values to score is a guess."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        twice = sorted(key for key, n in counts.items() if n > 1)
+        raise ValueError(f"key(s) {', '.join(map(repr, twice))} appear more than once")
+    return out
+
+
+def _segments(route: str) -> list[str]:
+    """The path's segments, percent-decoded (as a WSGI server would have done already)."""
+    return [urllib.parse.unquote(p) for p in route.split("/") if p]
+
+
+def _dumps(payload: Any) -> bytes:
+    try:
+        return json.dumps(payload, allow_nan=False, default=_json_default).encode()
+    except ValueError:  # a NaN or infinity somewhere (a metric, an echoed id): null, as JSON has
+        return json.dumps(_finite(payload), allow_nan=False, default=_json_default).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return _clean(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _records_to_columns(records: Any, names: Sequence[str], what: str) -> dict[str, list[Any]]:
@@ -464,7 +554,14 @@ def _json_columns(payload: Any, names: Sequence[str]) -> dict[str, list[Any]]:
                 "bad_request",
                 'dataframe_split must be {"columns": [...], "data": [[...], ...]}',
             )
-        width = len(split["columns"])
+        split_columns = split["columns"]
+        if not all(isinstance(c, str) for c in split_columns) or len(set(split_columns)) != len(
+            split_columns
+        ):
+            raise HttpError(
+                400, "bad_request", "dataframe_split columns must be distinct field names"
+            )
+        width = len(split_columns)
         for i, row in enumerate(split["data"]):
             if len(row) != width:
                 raise InputError(
@@ -502,6 +599,11 @@ def _csv_columns(body: bytes) -> dict[str, list[str]]:
     if not rows:
         raise InputError("the CSV body is empty; send a header line and records")
     header, data = rows[0], rows[1:]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise HttpError(
+            400, "bad_request", f"the CSV header repeats column(s) {', '.join(repeated)}"
+        )
     for i, row in enumerate(data):
         if len(row) != len(header):
             raise InputError(
@@ -533,9 +635,21 @@ def _v2_tensor(tensor: Any, index: int) -> tuple[str, list[Any]]:
             "bad_request",
             f"input {name!r} has shape {shape}; scorekit takes one tensor per feature, [N]",
         )
-    if tensor.get("datatype") == "BYTES":
-        flat = [v.decode() if isinstance(v, bytes) else v for v in flat]
+    datatype = tensor.get("datatype")
+    if datatype not in V2_DATATYPES:
+        raise HttpError(
+            400,
+            "bad_request",
+            f"input {name!r} has datatype {datatype!r}; expected one of "
+            f"{', '.join(sorted(V2_DATATYPES))}",
+        )
     return name, flat
+
+
+V2_DATATYPES = frozenset(
+    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+     "FP16", "FP32", "FP64", "BYTES"}
+)  # fmt: skip
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -578,9 +692,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _error_body(exc: ScorekitError) -> dict[str, Any]:
+def _error_body(exc: ScorekitError, v2: bool) -> dict[str, Any]:
+    """The one error shape, {"error": {"code", "message", "details"}}. On the Open Inference
+    Protocol's routes the protocol's own shape, {"error": "<message>"}, which its clients
+    (tritonclient, KServe's) read, with the code and details beside it."""
     details = [
         {"row": p.row, "field": p.field, "problem": p.problem, "value": _clean(p.value)}
         for p in exc.details
     ]
+    if v2:
+        return {"error": exc.message, "code": exc.code, "details": details}
     return {"error": {"code": exc.code, "message": exc.message, "details": details}}

@@ -32,6 +32,7 @@ from ._manifest import Manifest
 DEFAULT_STORE = "pmml"
 CHAMPION = "champion"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_NAME_LENGTH = 200
 _CLAIM = ".claim"
 _ALIASES = "aliases.json"
 
@@ -41,10 +42,10 @@ def utc_now() -> str:
 
 
 def check_name(name: str, what: str = "model name") -> str:
-    if not NAME_PATTERN.match(name):
+    if len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(name):
         raise UsageError(
-            f"{what} {name!r} is not valid: use letters, digits, '_', '.' and '-', "
-            "starting with a letter or digit"
+            f"{what} {name[:40]!r}{'...' if len(name) > 40 else ''} is not valid: use up to "
+            f"{MAX_NAME_LENGTH} letters, digits, '_', '.' and '-', starting with a letter or digit"
         )
     return name
 

@@ -177,7 +177,11 @@ def test_no_body_a_client_sends_gets_a_500(app, audit, body: bytes, route: str) 
     status, _, out = app.handle("POST", path, JSON_HEADERS, body)
     assert status < 500, out
     if status >= 400:
-        assert set(json.loads(out)["error"]) == {"code", "message", "details"}
+        error = json.loads(out)
+        if route == "infer":  # the Open Inference Protocol's own error shape
+            assert isinstance(error["error"], str) and {"code", "details"} <= set(error)
+        else:
+            assert set(error["error"]) == {"code", "message", "details"}
 
 
 # --- discovery routes ------------------------------------------------------------------------
@@ -223,7 +227,7 @@ def test_v2_infer_metadata_and_health(app, audit, session_store) -> None:
     bad = v2_request(records)
     bad["inputs"][0]["shape"] = [3]
     status, _, out = call(app, "POST", f"/v2/models/{audit.name}/infer", bad)
-    assert status == 400 and "shape [3]" in out["error"]["message"]
+    assert status == 400 and "shape [3]" in out["error"]  # the protocol's error shape
 
 
 # --- model loading: reload on promote, keep serving while the store is away ---------------------
@@ -280,8 +284,8 @@ def test_the_loaded_model_keeps_serving_while_the_store_is_away(tmp_path, data_d
     clock.now = 60
     assert call(app, "POST", "/api/models/m/predict", RECORD)[0] == 200
     status, _, health = call(app, "GET", "/api/health")
-    assert health["degraded"] and "can't reach" in health["degraded"]
-    assert call(app, "GET", "/v2/models/m/ready")[2]["ready"] is False
+    assert "can't reach" in health["degraded"]["m"]
+    assert call(app, "GET", "/v2/models/m/ready")[2]["ready"] is True  # it still serves
     status, _, out = call(app, "POST", "/api/models/other/predict", RECORD)
     assert status == 503 and out["error"]["code"] == "store_unavailable"
     flaky.down = False
@@ -433,3 +437,157 @@ def test_the_local_server_answers_over_real_http(server, audit, session_store) -
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 400
     assert json.loads(caught.value.read())["error"]["code"] == "malformed_json"
+
+
+# --- findings of a review: each test checks a failure it reported -----------------------------
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("infer", {"inputs": "TENSORS", "id": 1}, 400),
+        ("infer", {"inputs": [], "outputs": 5}, 400),
+        ("infer", {"inputs": [], "outputs": [{"name": ["x"]}]}, 400),
+        ("predict", {"dataframe_split": {"columns": [1, [2]], "data": [[1, 2]]}}, 400),
+        ("predict", b"[" * 100_000, 400),
+        ("predict", b'{"Age": NaN}', 400),
+        ("predict", b'{"Age": 1, "Age": 2}', 400),
+        ("predict", b"Age,Age\n1,2\n", 400),
+    ],
+)
+def test_odd_bodies_get_a_4xx_not_a_500(app, audit, path, body, status) -> None:
+    route = {
+        "predict": f"/api/models/{audit.name}/predict",
+        "infer": f"/v2/models/{audit.name}/infer",
+    }[path]
+    headers = {"Content-Type": "text/csv"} if body == b"Age,Age\n1,2\n" else None
+    assert call(app, "POST", route, body, headers)[0] == status
+
+
+def test_a_nan_echoed_back_is_null_not_a_500(app, audit) -> None:
+    request = v2_request([RECORD])
+    request["id"] = float("nan")
+    raw = json.dumps(request).encode()  # Python writes NaN; a strict client would not
+    status, _, _ = app.handle("POST", f"/v2/models/{audit.name}/infer", JSON_HEADERS, raw)
+    assert status == 400  # NaN is not JSON
+
+
+def test_names_too_long_and_percent_encoded_paths(app, audit) -> None:
+    status, _, out = call(app, "GET", "/api/models/" + "a" * 5000)
+    assert status == 400 and "up to 200" in out["error"]["message"]
+    encoded = "".join(f"%{ord(c):02X}" for c in audit.name)
+    assert call(app, "GET", f"/api/models/{encoded}")[0] == 200
+
+
+def test_405_says_which_method(app, audit) -> None:
+    status, headers, _ = app.handle("GET", f"/api/models/{audit.name}/predict", {}, b"")
+    assert status == 405 and headers["Allow"] == "POST"
+
+
+def test_v2_server_metadata_errors_and_binary_tensors(app, audit) -> None:
+    status, _, out = call(app, "GET", "/v2")
+    assert status == 200 and out["name"] == "scorekit"
+    status, _, out = call(app, "POST", "/v2/models/nope/infer", v2_request([RECORD]))
+    assert status == 404 and isinstance(out["error"], str) and out["code"] == "model_not_found"
+    binary = {**JSON_HEADERS, "Inference-Header-Content-Length": "120"}
+    status, _, out = call(app, "POST", f"/v2/models/{audit.name}/infer", b"{}", binary)
+    assert status == 415 and "binary_data=False" in out["error"]
+    bad = v2_request([RECORD])
+    bad["inputs"][0]["datatype"] = "WHATEVER"
+    assert call(app, "POST", f"/v2/models/{audit.name}/infer", bad)[0] == 400
+
+
+def test_an_alias_asked_for_follows_promotes(tmp_path, data_dir) -> None:
+    store = scorekit.open_store(tmp_path / "store")
+    first = scorekit.train(data_dir / "audit.csv", "Adjusted", "m", store=store)
+    clock = Clock()
+    app = _http.HttpApp(_http.Settings(), _http.Models(store, refresh_seconds=30, clock=clock))
+    path = "/api/models/m?version=champion"
+    assert call(app, "GET", path)[2]["version"] == first.version
+    second = scorekit.train(data_dir / "audit.csv", "Adjusted", "m", store=store, promote=True)
+    clock.now = 31
+    assert call(app, "GET", path)[2]["version"] == second.version
+
+
+def test_an_unreachable_store_is_asked_once_per_interval(tmp_path, data_dir) -> None:
+    store = scorekit.open_store(tmp_path / "store")
+    scorekit.train(data_dir / "audit.csv", "Adjusted", "m", store=store)
+    scorekit.train(data_dir / "audit.csv", "Adjusted", "n", store=store)
+    flaky = Unreachable(store)
+    calls = {"resolve": 0}
+    original = store.resolve
+
+    def counted(*args: Any) -> Any:
+        calls["resolve"] += 1
+        return original(*args)
+
+    store.resolve = counted  # type: ignore[method-assign]
+    clock = Clock()
+    models = _http.Models(flaky, refresh_seconds=5, clock=clock)  # type: ignore[arg-type]
+    app = _http.HttpApp(_http.Settings(), models)
+    for name in ("m", "n"):
+        call(app, "POST", f"/api/models/{name}/predict", RECORD)
+    flaky.down = True
+    clock.now = 10
+    for _ in range(5):
+        assert call(app, "POST", "/api/models/m/predict", RECORD)[0] == 200
+    assert set(models.degraded) == {"m"}
+    flaky.down = False
+    clock.now = 12  # n is re-resolved; m still waits out its interval
+    call(app, "POST", "/api/models/n/predict", RECORD)
+    assert set(call(app, "GET", "/api/health")[2]["degraded"]) == {"m"}
+
+
+def test_concurrent_first_requests_load_a_model_once(tmp_path, data_dir) -> None:
+    import threading
+
+    store = scorekit.open_store(tmp_path / "store")
+    scorekit.train(data_dir / "audit.csv", "Adjusted", "m", store=store)
+    loads = {"n": 0}
+    original = store.bundle
+
+    def counted(*args: Any) -> Any:
+        loads["n"] += 1
+        time.sleep(0.05)
+        return original(*args)
+
+    store.bundle = counted  # type: ignore[method-assign]
+    app = _http.HttpApp(_http.Settings(), _http.Models(store))
+    threads = [
+        threading.Thread(target=call, args=(app, "POST", "/api/models/m/predict", RECORD))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loads["n"] == 1
+
+
+def test_lambda_http_api_event_on_a_named_stage(lambda_handler, audit) -> None:
+    event = http_api_event("GET", f"/prod/api/models/{audit.name}", "")
+    event["requestContext"]["stage"] = "prod"
+    assert lambda_handler(event, None)["statusCode"] == 200
+
+
+def test_the_local_server_reads_chunked_bodies_and_refuses_big_ones(server, audit) -> None:
+    import http.client
+
+    host, port = server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = json.dumps([RECORD]).encode()
+    connection.request(
+        "POST", f"/api/models/{audit.name}/predict", body=iter([body[:50], body[50:]]),
+        headers=JSON_HEADERS, encode_chunked=True,
+    )  # fmt: skip
+    response = connection.getresponse()
+    assert response.status == 200, response.read()
+    response.read()
+    # A declared length above the limit is answered before any of the body is sent.
+    size = 11 * 1024 * 1024
+    connection.putrequest("POST", f"/api/models/{audit.name}/predict")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(size))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413
+    assert f"{size:,} bytes" in json.loads(response.read())["error"]["message"]
+    connection.close()
