@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store(serve)
 
+    commands.add_parser("openapi", help="print the HTTP routes' OpenAPI document (JSON)")
+
     bench = commands.add_parser("bench", help="benchmarks that write docs/benchmarks.md")
     bench_kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
     engines = bench_kinds.add_parser("engines", help="sklearn vs pypmml vs native, side by side")
@@ -491,6 +493,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.execve(sys.executable, argv, env)
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from ._openapi import openapi_document
+
+    print(json.dumps(openapi_document(), indent=2))
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "score": cmd_score,
@@ -498,6 +507,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "db": cmd_db,
     "serve": cmd_serve,
+    "openapi": cmd_openapi,
 }
 
 

@@ -226,6 +226,11 @@ class HttpApp:
             parts = parts[1:]
         if parts[:1] == ["v2"]:
             return self._v2(method, parts[1:], headers, body, served)
+        if parts == ["openapi.json"]:
+            self._allow(method, "GET")
+            from ._openapi import openapi_document
+
+            return 200, openapi_document()
         if parts == ["health"]:
             self._allow(method, "GET")
             return 200, {
@@ -245,8 +250,7 @@ class HttpApp:
         raise HttpError(
             404,
             "not_found",
-            f"no route {route}; the routes are /api/health, /api/models, /api/models/{{name}}, "
-            "/api/models/{name}/predict and /v2/...",
+            f"no route {route}; the routes are listed in /api/openapi.json",
         )
 
     @staticmethod

@@ -56,6 +56,27 @@ psql "$DSN" -qX -c "INSERT INTO applications (age, employment, education, marita
     income, gender, deductions, hours) VALUES (38, 'Martian', 'College', 'Unmarried', 'Service',
     81838, 'Female', 'FALSE', 72)" 2>&1 | sed -n 1p || true
 
+step "8. over HTTP: scorekit serve (gunicorn, 2 workers) on loopback, called with curl"
+PORT=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+$SK serve --port "$PORT" --workers 2 > "$OUT/serve.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/api/health" >/dev/null && break; sleep 0.2; done
+echo "   POST /api/models/audit/predict with two records:"
+curl -sS -X POST "http://127.0.0.1:$PORT/api/models/audit/predict" -H 'Content-Type: application/json' \
+    -d '[{"Age": 38, "Employment": "Private", "Education": "College", "Marital": "Unmarried",
+          "Occupation": "Service", "Income": 81838, "Gender": "Female", "Deductions": "FALSE", "Hours": 72},
+         {"Age": 45, "Employment": "Private", "Education": "Bachelor", "Marital": "Married",
+          "Occupation": "Executive", "Income": 127743.82, "Gender": "Male", "Deductions": "TRUE", "Hours": 50}]'
+echo
+echo "   a record with an unseen category gets a 422 naming it (expected):"
+curl -sS -o /dev/stdout -w '\n   HTTP %{http_code}\n' -X POST "http://127.0.0.1:$PORT/api/models/audit/predict" \
+    -H 'Content-Type: application/json' -d '{"Age": 38, "Employment": "Martian", "Education": "College",
+    "Marital": "Unmarried", "Occupation": "Service", "Income": 81838, "Gender": "Female",
+    "Deductions": "FALSE", "Hours": 72}'
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+trap - EXIT
+
 step "summary"
 .venv/bin/python - "$OUT/audit_scored.csv" "$OUT/audit_scored_pypmml.csv" \
     "$OUT/audit_scored_sklearn.csv" "$STORE" <<'PY'

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make a fresh Debian 12 machine ready for scorekit; a second run changes nothing and is fast.
-#   1. Debian packages, where missing: PostgreSQL with plpython3u, python3-venv, a headless JRE, libpq-dev.
+#   1. Debian packages, where missing: PostgreSQL with plpython3u, python3-venv, a headless JRE, libpq-dev,
+#      curl.
 #   2. .venv from /usr/bin/python3 (the interpreter PL/Python embeds), pinned requirements.
 #   3. A running PostgreSQL: $SCOREKIT_DSN if set, else the local cluster, with a database "scorekit"
 #      and a superuser role for the current OS user (peer authentication, no password prompts).
@@ -25,6 +26,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 have_pkg python3-venv || missing+=(python3-venv)
 have_pkg libpq-dev || missing+=(libpq-dev)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v curl >/dev/null 2>&1 || missing+=(curl)  # make demo calls the local server with it
 if [ -z "${SCOREKIT_DSN:-}" ]; then
     have_pkg postgresql || missing+=(postgresql)
 fi

@@ -31,5 +31,7 @@ def test_demo_script_ends_with_a_summary(tmp_path: Path) -> None:
     assert result.stdout.count("1899/1899 labels equal") == 2  # native vs pypmml and sklearn
     assert "model_version" in result.stdout and "(3 rows)" in result.stdout  # scored by psql
     assert "can't score row 1" in result.stdout and "unseen category 'Martian'" in result.stdout
+    assert '"predictions": [{"prediction": 0' in result.stdout  # over HTTP, with curl
+    assert "HTTP 422" in result.stdout
     assert (tmp_path / "out" / "audit_scored.csv").is_file()
     assert not (tmp_path / "out" / "bad_scored.csv").exists()

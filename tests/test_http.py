@@ -591,3 +591,49 @@ def test_the_local_server_reads_chunked_bodies_and_refuses_big_ones(server, audi
     assert response.status == 413
     assert f"{size:,} bytes" in json.loads(response.read())["error"]["message"]
     connection.close()
+
+
+# --- the OpenAPI document, and the routes fuzzed against it ------------------------------------
+def test_the_openapi_document_in_the_repo_is_the_one_served(app) -> None:
+    status, _, served = call(app, "GET", "/api/openapi.json")
+    assert status == 200
+    kept = json.loads((ROOT / "functions" / "openapi.json").read_text())
+    assert served == kept, "rewrite it: .venv/bin/scorekit openapi > functions/openapi.json"
+
+
+@pytest.fixture
+def api_schema(app) -> Any:
+    import schemathesis
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from functions.wsgi import make_app
+    finally:
+        sys.path.remove(str(ROOT))
+    return schemathesis.openapi.from_wsgi("/api/openapi.json", make_app(app))
+
+
+def test_the_routes_hold_to_their_openapi_document(api_schema) -> None:
+    """schemathesis generates requests from the document (valid and invalid bodies, odd
+    names) and checks that no answer is a 5xx and every answer matches the document."""
+    failures: list[str] = []
+    for result in api_schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(max_examples=30, deadline=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(case=operation.as_strategy())
+        def check(case: Any) -> None:
+            case.call_and_validate()
+
+        try:
+            check()
+        except Exception as exc:  # schemathesis's failures, gathered across operations
+            failures.append(f"{operation.method.upper()} {operation.path}: {exc}"[:1500])
+    assert not failures, "\n\n".join(failures)
+
+
+def _http_document() -> dict[str, Any]:
+    from scorekit._openapi import openapi_document
+
+    return openapi_document()
