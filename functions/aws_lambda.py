@@ -1,25 +1,33 @@
-"""AWS Lambda: scorekit's HTTP protocol for API Gateway and Lambda Function URL events.
+"""AWS Lambda: scorekit's HTTP protocol for API Gateway and Lambda Function URL events, and
+file-drop batch scoring for S3 ObjectCreated events.
 
 `handler(event, context)` takes HTTP API and Function URL events (payload format 2.0) and REST
-API events (1.0), and answers in the matching shape. Settings come from the function's
-environment (SCOREKIT_STORE=s3://bucket/prefix, ...). The model is loaded once per execution
-environment, on its first request, and kept across invocations.
+API events (1.0), answering in the matching shape; and S3 events for CSV files dropped under
+SCOREKIT_INPUT_PREFIX (default input/), scored into SCOREKIT_OUTPUT_PREFIX (default output/) of
+the same bucket, or refused with an error report beside the input. Settings come from the
+function's environment (SCOREKIT_STORE=s3://bucket/prefix, ...). A model is loaded once per
+execution environment, on first use, and kept across invocations.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
-from scorekit import _http
+from scorekit import _filedrop, _http
 
 logging.getLogger("scorekit.http").setLevel(logging.INFO)  # one line per request
 _protocol = _http.HttpApp(_http.Settings.from_env())
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    records = event.get("Records") or []
+    if records and records[0].get("eventSource") == "aws:s3":
+        return _on_s3_event(records)
     method, path = _method_and_path(event)
     headers = {k: v for k, v in (event.get("headers") or {}).items() if isinstance(v, str)}
     raw = event.get("body") or ""
@@ -55,3 +63,49 @@ def _method_and_path(event: dict[str, Any]) -> tuple[str, str]:
         }
         query = urllib.parse.urlencode([(k, v) for k, vs in pairs.items() for v in vs])
     return method, path + (f"?{query}" if query else "")
+
+
+_s3: Any = None
+
+
+def _client() -> Any:
+    global _s3
+    if _s3 is None:
+        import boto3
+
+        _s3 = boto3.client("s3")
+    return _s3
+
+
+def _on_s3_event(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Score each dropped CSV; a file that can't be scored gets <key>.error.json instead."""
+    input_prefix = os.environ.get("SCOREKIT_INPUT_PREFIX", "input/")
+    output_prefix = os.environ.get("SCOREKIT_OUTPUT_PREFIX", "output/")
+    s3 = _client()
+    outcomes = []
+    for record in records:
+        bucket = record["s3"]["bucket"]["name"]
+        key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+        if not _filedrop.wants(key, input_prefix):
+            continue
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+
+        def upload(path: Path, out_key: str, bucket: str = bucket) -> None:
+            s3.upload_file(str(path), bucket, out_key)  # multipart for large files
+
+        def put_report(report_key: str, data: bytes, bucket: str = bucket) -> None:
+            s3.put_object(Bucket=bucket, Key=report_key, Body=data, ContentType="application/json")
+
+        outcome = _filedrop.score_drop(
+            _protocol.models,
+            key,
+            body,
+            upload,
+            put_report,
+            input_prefix=input_prefix,
+            output_prefix=output_prefix,
+            chunk_size=int(os.environ.get("SCOREKIT_CHUNK_ROWS", "10000")),
+        )
+        logging.getLogger("scorekit.http").info("file drop %s", outcome.to_dict())
+        outcomes.append({"bucket": bucket, **outcome.to_dict()})
+    return {"files": outcomes}

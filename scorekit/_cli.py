@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from ._config import database_url
-from ._csvio import DEFAULT_CHUNK_SIZE, AtomicCsvWriter, CsvReader
-from ._errors import InputError, ScorekitError, UsageError
+from ._csvio import DEFAULT_CHUNK_SIZE, CsvReader
+from ._errors import ScorekitError, UsageError
 from ._loading import load_model, parse_ref
 from ._model import Model
 from ._output import PREDICTION
+from ._scorefile import score_csv
 from ._scorer import ENGINES
 from ._store import CHAMPION, champion_stack, open_store
 from ._training import ALGORITHMS
@@ -274,42 +275,19 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise UsageError(f"--chunk-size must be at least 1, got {args.chunk_size}")
     started = time.perf_counter()
     model = load_model(args.model, engine=args.engine, store=args.store)
+    predictions: list[Any] = []
     with CsvReader(args.input, args.chunk_size) as reader:
-        model.manifest.schema.check_columns(reader.header, model.ref)
-        absent = [c for c in args.keep if c not in reader.header]
-        if absent:
-            raise UsageError(
-                f"--keep names column(s) not in {args.input}: {', '.join(absent)}; "
-                f"its columns are: {', '.join(reader.header)}"
-            )
-        clash = [c for c in args.keep if c in model.output_columns]
-        if clash:
-            raise UsageError(
-                f"--keep column(s) {', '.join(clash)} would collide with the "
-                "output columns; rename them in the input"
-            )
-        writer = AtomicCsvWriter(args.output, [*args.keep, *model.output_columns])
-        predictions: list[Any] = []
-        try:
-            for offset, chunk in reader.chunks():
-                try:
-                    scored = model.predict_columns(chunk, row_offset=offset)
-                except InputError as exc:
-                    raise InputError(
-                        f"{exc.message} (in {args.input}, rows count from 0 at the first line "
-                        "after the header; nothing was written)",
-                        exc.details,
-                    ) from exc
-                writer.write_columns({**{c: chunk[c] for c in args.keep}, **scored})
-                predictions.extend(scored[PREDICTION].tolist())
-        except BaseException:
-            writer.abort()
-            raise
-        writer.commit()
+        rows = score_csv(
+            model,
+            reader,
+            args.output,
+            args.keep,
+            on_chunk=lambda scored: predictions.extend(scored[PREDICTION].tolist()),
+        )
     elapsed = time.perf_counter() - started
-    rate = f" ({writer.rows / elapsed:,.0f} rows/s)" if elapsed > 0 and writer.rows else ""
+    rate = f" ({rows / elapsed:,.0f} rows/s)" if elapsed > 0 and rows else ""
     print(
-        f"scored {writer.rows} rows of {args.input} with {model.ref} (engine {model.engine}) "
+        f"scored {rows} rows of {args.input} with {model.ref} (engine {model.engine}) "
         f"in {elapsed:.2f} s{rate} -> {args.output}",
         file=sys.stderr,
     )

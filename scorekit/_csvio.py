@@ -21,15 +21,25 @@ DEFAULT_CHUNK_SIZE = 10_000
 class CsvReader:
     """Columns of a CSV file, read ``chunk_size`` rows at a time; values stay strings."""
 
-    def __init__(self, path: str | os.PathLike[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        stream: IO[str] | None = None,
+    ) -> None:
+        """Read ``path``, or ``stream`` (an open text stream, such as an S3 object's body)
+        with ``path`` naming it in messages."""
         self.path = Path(path)
         self.chunk_size = chunk_size
-        try:
-            self._file: IO[str] = open(self.path, newline="", encoding="utf-8-sig")  # noqa: SIM115
-        except FileNotFoundError as exc:
-            raise InputError(f"input file {self.path} does not exist") from exc
-        except OSError as exc:
-            raise InputError(f"can't read input file {self.path}: {exc}") from exc
+        if stream is not None:
+            self._file: IO[str] = stream
+        else:
+            try:
+                self._file = open(self.path, newline="", encoding="utf-8-sig")  # noqa: SIM115
+            except FileNotFoundError as exc:
+                raise InputError(f"input file {self.path} does not exist") from exc
+            except OSError as exc:
+                raise InputError(f"can't read input file {self.path}: {exc}") from exc
         self._rows = csv.reader(self._file)
         try:
             self.header = next(self._rows)
