@@ -142,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     engines.add_argument("--repeats", type=int, default=3, help="batch repeats (median)")
     engines.add_argument("--cold-runs", type=int, default=5, help="fresh processes (median)")
 
+    http_bench = bench_kinds.add_parser(
+        "http", help="the HTTP protocol in-process and scorekit serve under load"
+    )
+    http_bench.add_argument("--data", default="data/audit.csv", help="training rows, records")
+    http_bench.add_argument("--target", default="Adjusted", help="the column to predict")
+    http_bench.add_argument("--output", default="docs/benchmarks.md")
+    http_bench.add_argument("--calls", type=int, default=2_000, help="one-record calls")
+    http_bench.add_argument("--batch-calls", type=int, default=100, help="1,000-record calls")
+    http_bench.add_argument("--seconds", type=int, default=10, help="load per connection count")
+    http_bench.add_argument("--cold-runs", type=int, default=5, help="fresh processes (median)")
+
     db_bench = bench_kinds.add_parser(
         "db", help="in-database scoring: no trigger vs row and statement triggers"
     )
@@ -339,13 +350,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from ._bench import run_engines
 
-    options = ("rows", "calls", "slow_calls", "repeats", "cold_runs", "singles", "slow_rows")
+    options = (
+        "rows", "calls", "slow_calls", "repeats", "cold_runs", "singles", "slow_rows",
+        "batch_calls", "seconds",
+    )  # fmt: skip
     for option in options:
         if getattr(args, option, 1) < 1:
             raise UsageError(f"--{option.replace('_', '-')} must be at least 1")
     if not Path(args.data).is_file():
         raise UsageError(f"--data {args.data} does not exist; run from the project root")
-    if args.kind == "db":
+    if args.kind == "http":
+        from ._bench_http import run_http
+
+        body = run_http(
+            Path(args.data),
+            args.target,
+            Path(args.output),
+            args.calls,
+            args.batch_calls,
+            args.seconds,
+            args.cold_runs,
+        )
+    elif args.kind == "db":
         from ._bench_db import run_db
 
         body = run_db(

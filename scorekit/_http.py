@@ -312,10 +312,14 @@ class HttpApp:
         rows = len(next(iter(columns.values()))) if columns else 0
         self._check_rows(rows)
         served["rows"] = rows
-        scored = model.predict_columns(columns)
-        names = list(scored)
-        values = [[_clean(v) for v in scored[n].tolist()] for n in names]
-        predictions = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        if rows == 1:  # the engine's one-record form: no arrays to build for one record
+            one = model.predict_one({name: values[0] for name, values in columns.items()})
+            predictions = [{name: _clean(value) for name, value in one.items()}]
+        else:
+            scored = model.predict_columns(columns)
+            names = list(scored)
+            values = [[_clean(v) for v in scored[n].tolist()] for n in names]
+            predictions = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
         return {"model": model.name, "version": model.version, "predictions": predictions}
 
     def _check_size(self, body: bytes) -> None:
