@@ -21,6 +21,8 @@ from typing import Any
 from scorekit import _filedrop, _http
 
 logging.getLogger("scorekit.http").setLevel(logging.INFO)  # one line per request
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # in Lambda: keep model files in /tmp as well
+    os.environ.setdefault("SCOREKIT_CACHE_DIR", "/tmp/scorekit-cache")
 _protocol = _http.HttpApp(_http.Settings.from_env())
 
 

@@ -73,6 +73,7 @@ class Settings:
     refresh_seconds: float = DEFAULT_REFRESH_SECONDS
     max_body: int = DEFAULT_MAX_BODY
     max_rows: int = DEFAULT_MAX_ROWS
+    cache_dir: str | None = None  # local copies of an S3 store's published versions
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -94,6 +95,7 @@ class Settings:
             refresh_seconds=number("SCOREKIT_REFRESH_SECONDS", DEFAULT_REFRESH_SECONDS),
             max_body=int(number("SCOREKIT_MAX_BODY", DEFAULT_MAX_BODY)),
             max_rows=int(number("SCOREKIT_MAX_ROWS", DEFAULT_MAX_ROWS)),
+            cache_dir=environ.get("SCOREKIT_CACHE_DIR") or None,
         )
 
 
@@ -111,6 +113,7 @@ class Models:
     degraded: dict[str, str] = field(default_factory=dict)  # model name -> the store's error
     _loaded: OrderedDict[tuple[str, str], Model] = field(default_factory=OrderedDict)
     _aliases: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    _alias_files: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _loading: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
 
@@ -148,7 +151,7 @@ class Models:
         if cached is not None and now - cached[1] < self.refresh_seconds:
             return cached[0]
         try:
-            version = self.store.resolve(name, alias)
+            version = self._read_alias(name, alias)
         except StoreError as exc:
             if cached is None:
                 raise
@@ -160,6 +163,14 @@ class Models:
         self._aliases[(name, alias)] = (version, now)
         return version
 
+    def _read_alias(self, name: str, alias: str) -> str:
+        """The alias's version from aliases.json, fetched only if it changed since last read."""
+        tagged = self.store.aliases_tagged(name, self._alias_files.get(name))
+        if tagged is None or alias not in tagged[1]:
+            return self.store.resolve(name, alias)  # raises, naming what exists
+        self._alias_files[name] = tagged
+        return str(tagged[1][alias]["version"])
+
 
 class HttpApp:
     """The protocol: ``handle(method, path, headers, body)`` -> (status, headers, body)."""
@@ -167,7 +178,9 @@ class HttpApp:
     def __init__(self, settings: Settings | None = None, models: Models | None = None) -> None:
         self.settings = settings or Settings()
         self.models = models or Models(
-            open_store(self.settings.store), self.settings.engine, self.settings.refresh_seconds
+            open_store(self.settings.store, self.settings.cache_dir),
+            self.settings.engine,
+            self.settings.refresh_seconds,
         )
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:

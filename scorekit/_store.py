@@ -55,8 +55,10 @@ class Blobs(Protocol):
 
     url: str
 
-    def get(self, key: str) -> tuple[bytes, str] | None:
-        """The bytes under ``key`` and a tag for compare-and-swap, or None if absent."""
+    def get(self, key: str, *, unless_tag: str | None = None) -> tuple[bytes, str] | None:
+        """The bytes under ``key`` and a tag for compare-and-swap, or None if absent. With
+        ``unless_tag``, when the tag still equals it the bytes may be left out, (b"", tag):
+        on S3 a conditional GET that transfers nothing."""
 
     def put(
         self, key: str, data: bytes, *, if_absent: bool = False, if_tag: str | None = None
@@ -77,7 +79,7 @@ class LocalBlobs:
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def get(self, key: str) -> tuple[bytes, str] | None:
+    def get(self, key: str, *, unless_tag: str | None = None) -> tuple[bytes, str] | None:
         try:
             data = self._path(key).read_bytes()
         except FileNotFoundError:
@@ -162,14 +164,18 @@ class S3Blobs:
     def _fail(self, action: str, key: str, exc: Exception) -> StoreError:
         return StoreError(f"can't {action} s3://{self.bucket}/{self._key(key)}: {exc}")
 
-    def get(self, key: str) -> tuple[bytes, str] | None:
+    def get(self, key: str, *, unless_tag: str | None = None) -> tuple[bytes, str] | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        condition = {"IfNoneMatch": unless_tag} if unless_tag else {}
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **condition)
             return response["Body"].read(), response["ETag"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            code = exc.response["Error"]["Code"]
+            if code in ("304", "NotModified") and unless_tag:
+                return b"", unless_tag
+            if code in ("NoSuchKey", "404"):
                 return None
             raise self._fail("read", key, exc) from exc
         except BotoCoreError as exc:
@@ -215,6 +221,45 @@ class S3Blobs:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("list", prefix, exc) from exc
         return sorted(n for n in names if n and not n.startswith("."))
+
+
+class CachedBlobs:
+    """Another Blobs with a local copy of every published version's files, which never change
+    once published (manifests and artifacts; claims and aliases.json are always read through).
+    For functions that restart: Lambda keeps /tmp between invocations of an environment."""
+
+    def __init__(self, inner: Blobs, directory: Path) -> None:
+        self.inner = inner
+        self.directory = directory
+        self.url = inner.url
+
+    @staticmethod
+    def _immutable(key: str) -> bool:
+        parts = key.split("/")
+        return len(parts) == 4 and parts[1] == "versions" and parts[3] != _CLAIM
+
+    def get(self, key: str, *, unless_tag: str | None = None) -> tuple[bytes, str] | None:
+        if not self._immutable(key):
+            return self.inner.get(key, unless_tag=unless_tag)
+        copy = self.directory / key
+        try:
+            data = copy.read_bytes()
+            return data, sha256_hex(data)
+        except OSError:
+            pass
+        found = self.inner.get(key)
+        if found is not None:
+            with contextlib.suppress(OSError):  # a full or read-only disk: just don't cache
+                LocalBlobs(self.directory).put(key, found[0])
+        return found
+
+    def put(
+        self, key: str, data: bytes, *, if_absent: bool = False, if_tag: str | None = None
+    ) -> bool:
+        return self.inner.put(key, data, if_absent=if_absent, if_tag=if_tag)
+
+    def children(self, prefix: str) -> list[str]:
+        return self.inner.children(prefix)
 
 
 class ModelStore:
@@ -288,6 +333,21 @@ class ModelStore:
             return found[0] if found else None
 
         return Bundle(manifest, read, f"{self.url}/{prefix.rstrip('/')}")
+
+    def aliases_tagged(
+        self, name: str, known: tuple[str, dict[str, Any]] | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """(tag, aliases) of ``name``, or None if it has none. When ``known`` still holds the
+        current tag, ``known`` itself, without reading the file again (on S3 a conditional GET
+        on the ETag)."""
+        check_name(name)
+        key = f"{name}/{_ALIASES}"
+        found = self.blobs.get(key, unless_tag=known[0] if known else None)
+        if found is None:
+            return None
+        if known is not None and found[1] == known[0]:
+            return known
+        return found[1], _parse_aliases(found[0], f"{self.url}/{key}")
 
     def aliases(self, name: str) -> dict[str, Any]:
         check_name(name)
@@ -388,8 +448,12 @@ def champion_stack(history: list[dict[str, Any]]) -> list[str]:
     return stack
 
 
-def open_store(url: str | os.PathLike[str] | ModelStore | None = None) -> ModelStore:
-    """The store at ``url``: ``s3://bucket/prefix`` or a directory.
+def open_store(
+    url: str | os.PathLike[str] | ModelStore | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ModelStore:
+    """The store at ``url``: ``s3://bucket/prefix`` or a directory; ``cache_dir``: keep local
+    copies of published versions there (CachedBlobs).
 
     Default: $SCOREKIT_STORE, else ``pmml/`` (relative to the working directory)."""
     if isinstance(url, ModelStore):
@@ -399,7 +463,10 @@ def open_store(url: str | os.PathLike[str] | ModelStore | None = None) -> ModelS
         bucket, _, prefix = text[len("s3://") :].partition("/")
         if not bucket:
             raise UsageError(f"store URL {text!r} names no bucket; expected s3://bucket/prefix")
-        return ModelStore(S3Blobs(bucket, prefix))
+        blobs: Blobs = S3Blobs(bucket, prefix)
+        if cache_dir is not None:
+            blobs = CachedBlobs(blobs, Path(cache_dir) / bucket / prefix)
+        return ModelStore(blobs)
     if "://" in text and not text.startswith("file://"):
         raise UsageError(
             f"store URL {text!r} is not supported; expected a directory or s3://bucket/prefix"

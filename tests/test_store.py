@@ -253,3 +253,41 @@ def test_corrupt_aliases_file_is_a_clear_store_error(tmp_path: Path) -> None:
     (tmp_path / "demo" / "aliases.json").write_text("{not json")
     with pytest.raises(StoreError, match=r"aliases\.json is corrupt"):
         store.resolve("demo")
+
+
+def test_aliases_are_read_again_only_when_they_changed(store: ModelStore) -> None:
+    publish(store)
+    first = store.aliases_tagged("demo")
+    assert first is not None and first[1]["champion"]["version"] == "1"
+    assert store.aliases_tagged("demo", first) is first  # unchanged: the same object back
+    publish(store, promote=True)
+    second = store.aliases_tagged("demo", first)
+    assert second is not None and second is not first
+    assert second[1]["champion"]["version"] == "2"
+    assert store.aliases_tagged("nothing") is None
+
+
+def test_s3_conditional_get_transfers_nothing_when_unchanged(aws_credentials: None) -> None:
+    from moto import mock_aws
+
+    with mock_aws():
+        _create_bucket("conditional")
+        blobs = S3Blobs("conditional", "p")
+        blobs.put("k", b"payload")
+        _, tag = blobs.get("k")  # type: ignore[misc]
+        assert blobs.get("k", unless_tag=tag) == (b"", tag)
+        blobs.put("k", b"changed")
+        assert blobs.get("k", unless_tag=tag)[0] == b"changed"  # type: ignore[index]
+
+
+def test_cached_blobs_keep_published_versions_locally(tmp_path: Path) -> None:
+    from scorekit._store import CachedBlobs
+
+    inner = LocalBlobs(tmp_path / "remote")
+    store = ModelStore(CachedBlobs(inner, tmp_path / "cache"))
+    version = publish(store, content=b"<PMML>v1</PMML>")
+    assert store.bundle("demo", version).read("model.pmml") == b"<PMML>v1</PMML>"
+    assert (tmp_path / "cache" / "demo" / "versions" / version / "model.pmml").is_file()
+    assert not (tmp_path / "cache" / "demo" / "aliases.json").exists()  # always read through
+    (tmp_path / "remote" / "demo" / "versions" / version / "model.pmml").unlink()
+    assert store.bundle("demo", version).read("model.pmml") == b"<PMML>v1</PMML>"
