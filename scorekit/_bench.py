@@ -67,7 +67,8 @@ def _timed(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _latencies(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+def latencies(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    """(median, p99) in µs of ``calls`` calls of ``fn``, after a warm-up."""
     for _ in range(min(100, calls)):
         fn()
     samples = np.empty(calls)
@@ -134,7 +135,7 @@ def bench_engines(
                 prepared = model.manifest.schema.prepare(big, model.ref)
                 batch = _timed(partial(model.scorer.score, prepared), repeats)
                 n_calls = calls if engine == "native" else slow_calls
-                median, p99 = _latencies(partial(model.predict_one, record), n_calls)
+                median, p99 = latencies(partial(model.predict_one, record), n_calls)
                 cold = cold_start(manifest.ref, engine, store, record, cold_runs)
                 results[algorithm][engine] = EngineFigures(rows / batch, median, p99, n_calls, cold)
                 log(

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._bench import machine_description, write_section
+from ._bench import latencies, machine_description, write_section
 
 CONNECTIONS = (1, 8, 32)
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -53,14 +53,7 @@ class _LoadEveryTime:
 
 
 def _latency(fn: Callable[[], object], calls: int) -> Latency:
-    for _ in range(min(50, calls)):
-        fn()
-    samples = np.empty(calls)
-    for i in range(calls):
-        started = time.perf_counter()
-        fn()
-        samples[i] = time.perf_counter() - started
-    return Latency(float(np.median(samples) * 1e6), float(np.percentile(samples, 99) * 1e6))
+    return Latency(*latencies(fn, calls))
 
 
 def _records(data: Path, target: str, n: int) -> list[dict[str, Any]]:

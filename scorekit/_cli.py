@@ -36,6 +36,15 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _bench_parser(kinds: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A benchmark's parser with the options every benchmark takes."""
+    parser: argparse.ArgumentParser = kinds.add_parser(name, help=help_text)
+    parser.add_argument("--data", default="data/audit.csv", help="training rows (and inputs)")
+    parser.add_argument("--target", default="Adjusted", help="the column to predict")
+    parser.add_argument("--output", default="docs/benchmarks.md", help="where the table goes")
+    return parser
+
+
 def _add_promote(parser: argparse.ArgumentParser, help_text: str) -> None:
     """--promote / --no-promote, default None (the first version of a model becomes champion)."""
     promote = parser.add_mutually_exclusive_group()
@@ -127,10 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks that write docs/benchmarks.md")
     bench_kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
-    engines = bench_kinds.add_parser("engines", help="sklearn vs pypmml vs native, side by side")
-    engines.add_argument("--data", default="data/audit.csv", help="training and scoring rows")
-    engines.add_argument("--target", default="Adjusted", help="the column to predict")
-    engines.add_argument("--output", default="docs/benchmarks.md")
+    engines = _bench_parser(bench_kinds, "engines", "sklearn vs pypmml vs native, side by side")
     engines.add_argument("--rows", type=int, default=100_000, help="batch size")
     engines.add_argument("--calls", type=int, default=10_000, help="one-record calls (native)")
     engines.add_argument(
@@ -142,23 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     engines.add_argument("--repeats", type=int, default=3, help="batch repeats (median)")
     engines.add_argument("--cold-runs", type=int, default=5, help="fresh processes (median)")
 
-    http_bench = bench_kinds.add_parser(
-        "http", help="the HTTP protocol in-process and scorekit serve under load"
+    http_bench = _bench_parser(
+        bench_kinds, "http", "the HTTP protocol in-process and scorekit serve under load"
     )
-    http_bench.add_argument("--data", default="data/audit.csv", help="training rows, records")
-    http_bench.add_argument("--target", default="Adjusted", help="the column to predict")
-    http_bench.add_argument("--output", default="docs/benchmarks.md")
     http_bench.add_argument("--calls", type=int, default=2_000, help="one-record calls")
     http_bench.add_argument("--batch-calls", type=int, default=100, help="1,000-record calls")
     http_bench.add_argument("--seconds", type=int, default=10, help="load per connection count")
     http_bench.add_argument("--cold-runs", type=int, default=5, help="fresh processes (median)")
 
-    db_bench = bench_kinds.add_parser(
-        "db", help="in-database scoring: no trigger vs row and statement triggers"
+    db_bench = _bench_parser(
+        bench_kinds, "db", "in-database scoring: no trigger vs row and statement triggers"
     )
-    db_bench.add_argument("--data", default="data/audit.csv", help="source rows (and training)")
-    db_bench.add_argument("--target", default="Adjusted", help="the column to predict")
-    db_bench.add_argument("--output", default="docs/benchmarks.md")
     db_bench.add_argument("--rows", type=int, default=100_000, help="rows per INSERT ... SELECT")
     db_bench.add_argument("--singles", type=int, default=2_000, help="single-row INSERTs")
     db_bench.add_argument(
