@@ -40,6 +40,8 @@ from . import __version__
 from ._errors import InputError, Problem, ScorekitError, StoreError, UsageError
 from ._loading import open_scorer
 from ._model import Model
+from ._output import finite_or_none
+from ._schema import json_kind
 from ._store import CHAMPION, ModelStore, check_name, open_store
 
 log = logging.getLogger("scorekit.http")
@@ -190,9 +192,12 @@ class HttpApp:
         lowered = {k.lower(): v for k, v in headers.items()}
         served: dict[str, Any] = {}
         out_headers = {"Content-Type": JSON}
-        v2 = _segments(route)[:1] == ["v2"] or _segments(route)[:2] == ["api", "v2"]
+        parts = _segments(route)
+        if parts[:1] == ["api"]:  # Azure serves every route under /api; the others may too
+            parts = parts[1:]
+        v2 = parts[:1] == ["v2"]
         try:
-            status, payload = self._route(method.upper(), route, query, lowered, body, served)
+            status, payload = self._route(method.upper(), parts, query, lowered, body, served)
             body_out = _dumps(payload)
         except ScorekitError as exc:
             status, body_out = exc.http_status, _dumps(_error_body(exc, v2))
@@ -228,15 +233,12 @@ class HttpApp:
     def _route(
         self,
         method: str,
-        route: str,
+        parts: list[str],
         query: dict[str, str],
         headers: dict[str, str],
         body: bytes,
         served: dict[str, Any],
     ) -> tuple[int, Any]:
-        parts = _segments(route)
-        if parts[:1] == ["api"]:  # Azure serves every route under /api; the others may too
-            parts = parts[1:]
         if parts[:1] == ["v2"]:
             return self._v2(method, parts[1:], headers, body, served)
         if parts == ["openapi.json"]:
@@ -263,7 +265,7 @@ class HttpApp:
         raise HttpError(
             404,
             "not_found",
-            f"no route {route}; the routes are listed in /api/openapi.json",
+            f"no route /{'/'.join(parts)}; the routes are listed in /api/openapi.json",
         )
 
     @staticmethod
@@ -327,11 +329,11 @@ class HttpApp:
         served["rows"] = rows
         if rows == 1:  # the engine's one-record form: no arrays to build for one record
             one = model.predict_one({name: values[0] for name, values in columns.items()})
-            predictions = [{name: _clean(value) for name, value in one.items()}]
+            predictions = [{name: finite_or_none(value) for name, value in one.items()}]
         else:
             scored = model.predict_columns(columns)
             names = list(scored)
-            values = [[_clean(v) for v in scored[n].tolist()] for n in names]
+            values = [[finite_or_none(v) for v in scored[n].tolist()] for n in names]
             predictions = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
         return {"model": model.name, "version": model.version, "predictions": predictions}
 
@@ -464,7 +466,7 @@ class HttpApp:
                 "name": output,
                 "shape": [rows],
                 "datatype": _v2_type(model, output),
-                "data": [_clean(v) for v in values.tolist()],
+                "data": [finite_or_none(v) for v in values.tolist()],
             }
             for output, values in scored.items()
             if not wanted or output in wanted
@@ -517,7 +519,7 @@ def _dumps(payload: Any) -> bytes:
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float):
-        return _clean(value)
+        return finite_or_none(value)
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -532,7 +534,7 @@ def _records_to_columns(records: Any, names: Sequence[str], what: str) -> dict[s
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             problems.append(
-                Problem(i, None, f"expected an object of field values, got {_json_kind(record)}")
+                Problem(i, None, f"expected an object of field values, got {json_kind(record)}")
             )
     if problems:
         raise InputError(f"{what}: {len(problems)} record(s) are not objects", problems[:1000])
@@ -556,7 +558,7 @@ def _json_columns(payload: Any, names: Sequence[str]) -> dict[str, list[Any]]:
         raise HttpError(
             400,
             "bad_request",
-            f"the body is a JSON {_json_kind(payload)}; send a record (object), a list of "
+            f"the body is a JSON {json_kind(payload)}; send a record (object), a list of "
             'records, or {"instances": [...]}',
         )
     for key in ("instances", "dataframe_records"):
@@ -694,22 +696,9 @@ def _v2_type(model: Model, output: str) -> str:
     )
 
 
-def _json_kind(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
-        type(value), "null" if value is None else "number"
-    )
-
-
-def _clean(value: Any) -> Any:
-    """A JSON-safe value: NaN (a missing prediction) becomes null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
-        return _clean(value.item())
+        return finite_or_none(value.item())
     return str(value)
 
 
@@ -718,7 +707,7 @@ def _error_body(exc: ScorekitError, v2: bool) -> dict[str, Any]:
     Protocol's routes the protocol's own shape, {"error": "<message>"}, which its clients
     (tritonclient, KServe's) read, with the code and details beside it."""
     details = [
-        {"row": p.row, "field": p.field, "problem": p.problem, "value": _clean(p.value)}
+        {"row": p.row, "field": p.field, "problem": p.problem, "value": finite_or_none(p.value)}
         for p in exc.details
     ]
     if v2:

@@ -6,6 +6,7 @@ regression) and, for classifiers, one ``probability(<class>)`` column per class,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,13 @@ from typing import Any
 import numpy as np
 
 PREDICTION = "prediction"
+
+
+def finite_or_none(value: Any) -> Any:
+    """A value for JSON or SQL: a NaN or infinite float (a missing prediction) becomes None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def probability_column(label: Any) -> str:

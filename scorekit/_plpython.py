@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 import traceback
 from collections import OrderedDict
@@ -38,8 +37,8 @@ from ._errors import (
 from ._loading import open_scorer, parse_ref
 from ._manifest import Manifest
 from ._model import Model
-from ._output import PREDICTION
-from ._schema import invalid_input_error
+from ._output import PREDICTION, finite_or_none
+from ._schema import invalid_input_error, json_kind
 from ._store import CHAMPION
 
 # engine => 'auto' tries these in order. pypmml is not offered: it would start a JVM inside the
@@ -286,7 +285,7 @@ class Runtime:
         if not isinstance(record, dict):
             raise InputError(
                 f"scorekit.predict expects features as a JSON object of field values "
-                f"(such as to_jsonb(row)), got a JSON {_json_kind(record)}; "
+                f"(such as to_jsonb(row)), got a JSON {json_kind(record)}; "
                 f"model {model.ref} reads: {', '.join(model.input_fields)}"
             )
         scored = model.predict_one(_by_field(record, model.input_fields))
@@ -300,7 +299,7 @@ class Runtime:
         if not isinstance(parsed, list):
             raise InputError(
                 f"scorekit.predict_batch expects records as a JSON array of objects, got a JSON "
-                f"{_json_kind(parsed)}; for one record use scorekit.predict"
+                f"{json_kind(parsed)}; for one record use scorekit.predict"
             )
         names = model.input_fields
         rows = [_by_field(r, names) if isinstance(r, dict) else r for r in parsed]
@@ -890,21 +889,9 @@ def _parse_json(text: str | None, what: str) -> Any:
     return json.loads(text)  # jsonb arrives as valid JSON text
 
 
-def _json_kind(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
-        type(value), "number" if isinstance(value, int | float) else "null"
-    )
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _to_json(value: Any) -> str:
     if isinstance(value, dict):
-        value = {k: _json_value(v) for k, v in value.items()}
+        value = {k: finite_or_none(v) for k, v in value.items()}
     return json.dumps(value, default=str)
 
 

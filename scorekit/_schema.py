@@ -388,6 +388,19 @@ def _hashable(value: Any) -> bool:
     return True
 
 
+def json_kind(value: Any) -> str:
+    """What kind of JSON value ``value`` is, for messages: object, array, string, ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return "string" if isinstance(value, str) else "number"
+
+
 def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, str | int | bool):
         return value
