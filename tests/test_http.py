@@ -668,3 +668,10 @@ def test_tritonclient_talks_to_the_local_server(server, audit, session_store) ->
             client.infer("nope", inputs)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "lots"])
+def test_settings_refuse_limits_that_are_not_numbers(value: str) -> None:
+    with pytest.raises(scorekit.UsageError, match="SCOREKIT_MAX_BODY"):
+        _http.Settings.from_env({"SCOREKIT_MAX_BODY": value})
+    assert _http.Settings.from_env({"SCOREKIT_MAX_ROWS": "5"}).max_rows == 5
