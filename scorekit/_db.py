@@ -101,6 +101,14 @@ def connect(dsn: str | None = None, subject: str | None = None) -> Iterator[Any]
         raise translate(exc, url, subject) from exc
 
 
+def _role(conn: Any) -> tuple[str, bool]:
+    """The connected role's name and whether it is a superuser."""
+    who, is_super = conn.execute(
+        "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    return str(who), bool(is_super)
+
+
 def site_packages() -> str:
     """Where this interpreter's packages (scorekit, numpy) are: what PL/Python must import."""
     return sysconfig.get_paths()["purelib"]
@@ -110,9 +118,7 @@ def install(dsn: str | None = None) -> str:
     """Create or update the scorekit schema, roles and functions; returns a summary line."""
     script = (SQL_DIR / "install.sql").read_text()
     with connect(dsn) as conn:
-        who, is_super = conn.execute(
-            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
-        ).fetchone()
+        who, is_super = _role(conn)
         if not is_super:
             raise UsageError(
                 f"scorekit db install needs a superuser, because PL/Python (plpython3u) is "
@@ -248,9 +254,7 @@ def publish(
 def _trust(conn: Any, name: str, version: str, digest: str | None) -> None:
     if digest is None:
         raise UsageError(f"{name}@{version} has no model.pkl to trust")
-    who, is_super = conn.execute(
-        "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()
+    who, is_super = _role(conn)
     if not is_super:
         raise UsageError(
             f"--trust-pickle needs a superuser: unpickling runs code as the database server's "

@@ -133,16 +133,19 @@ class Models:
                 return model
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:  # one load per version, however many requests ask at once
-            with self._lock:
-                model = self._loaded.get(key)
-            if model is None:
-                bundle = self.store.bundle(name, self.store.resolve(name, number))
-                model = Model(bundle.manifest, open_scorer(bundle, self.engine))
+            try:
                 with self._lock:
-                    self._loaded[key] = model
-                    # The oldest is dropped, not closed: a request may still be scoring with it.
-                    while len(self._loaded) > MODEL_CACHE_SIZE:
-                        self._loaded.popitem(last=False)
+                    model = self._loaded.get(key)
+                if model is None:
+                    bundle = self.store.bundle(name, self.store.resolve(name, number))
+                    model = Model(bundle.manifest, open_scorer(bundle, self.engine))
+                    with self._lock:
+                        self._loaded[key] = model
+                        # The oldest is dropped, not closed: a request may still be using it.
+                        while len(self._loaded) > MODEL_CACHE_SIZE:
+                            self._loaded.popitem(last=False)
+            finally:  # also when the load fails (an unknown version): no lock left per request
+                with self._lock:
                     self._loading.pop(key, None)
         return model
 

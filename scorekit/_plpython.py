@@ -38,7 +38,7 @@ from ._loading import open_scorer, parse_ref
 from ._manifest import Manifest
 from ._model import Model
 from ._output import PREDICTION, finite_or_none
-from ._schema import invalid_input_error, json_kind
+from ._schema import MESSAGE_PROBLEMS, invalid_input_error, json_kind
 from ._store import CHAMPION
 
 # engine => 'auto' tries these in order. pypmml is not offered: it would start a JVM inside the
@@ -48,7 +48,6 @@ MODES = ("row", "statement")
 ON_ERROR = ("raise", "null")
 MODEL_CACHE_SIZE = 8  # loaded (name, version, engine) per connection; the oldest is dropped
 CHUNK_ROWS = 10_000  # rows per vectorised call when a statement or a rescore scores many rows
-MESSAGE_PROBLEMS = 5
 
 STATEMENT_TRIGGER = "scorekit_statement"  # BEFORE ... FOR EACH STATEMENT: resolve the version
 ROW_TRIGGER = "scorekit_row"  # BEFORE INSERT OR UPDATE ... FOR EACH ROW: score in the row

@@ -675,3 +675,12 @@ def test_settings_refuse_limits_that_are_not_numbers(value: str) -> None:
     with pytest.raises(scorekit.UsageError, match="SCOREKIT_MAX_BODY"):
         _http.Settings.from_env({"SCOREKIT_MAX_BODY": value})
     assert _http.Settings.from_env({"SCOREKIT_MAX_ROWS": "5"}).max_rows == 5
+
+
+def test_failed_loads_leave_no_lock_behind(app, audit) -> None:
+    for version in range(100, 120):
+        status, _, _ = call(
+            app, "POST", f"/api/models/{audit.name}/predict?version={version}", RECORD
+        )
+        assert status == 404
+    assert app.models._loading == {}
