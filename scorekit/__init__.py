@@ -5,6 +5,7 @@ Importing scorekit needs numpy only; scikit-learn, pandas, pypmml and boto3 are 
 the engines and tools that use them, when they are used.
 """
 
+from ._batch import BatchJob, BatchResult, run_batch
 from ._bundle import MANIFEST_FILE, PICKLE_FILE, PMML_FILE, Bundle
 from ._config import database_url
 from ._errors import (
@@ -12,6 +13,7 @@ from ._errors import (
     IncompatibleModelError,
     InputError,
     IntegrityError,
+    LockHeldError,
     MissingColumnsError,
     ModelError,
     ModelNotFoundError,
@@ -40,6 +42,8 @@ __all__ = [
     "PICKLE_FILE",
     "PMML_FILE",
     "PREDICTION",
+    "BatchJob",
+    "BatchResult",
     "Bundle",
     "EngineUnavailableError",
     "Field",
@@ -47,6 +51,7 @@ __all__ = [
     "InputError",
     "InputSchema",
     "IntegrityError",
+    "LockHeldError",
     "Manifest",
     "MissingColumnsError",
     "Model",
@@ -66,5 +71,6 @@ __all__ = [
     "open_store",
     "output_columns",
     "probability_column",
+    "run_batch",
     "train",
 ]

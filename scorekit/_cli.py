@@ -1,5 +1,6 @@
 """The scorekit command line. Errors print one clear line and exit with the error's exit_code:
-0 success, 1 internal failure, 2 usage, 3 bad input data, 4 model problem, 5 store unreachable."""
+0 success, 1 internal failure, 2 usage, 3 bad input data, 4 model problem, 5 store unreachable,
+6 another batch run holds the lock, 7 a batch run finished but some rows could not be scored."""
 
 from __future__ import annotations
 
@@ -8,20 +9,14 @@ import json
 import logging
 import os
 import sys
-import time
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
+from ._batch import DEFAULT_MAX_ERROR_RATE
 from ._config import database_url
-from ._csvio import DEFAULT_CHUNK_SIZE, CsvReader
+from ._csvio import DEFAULT_CHUNK_SIZE
 from ._errors import ScorekitError, UsageError
-from ._loading import load_model, parse_ref
-from ._model import Model
-from ._output import PREDICTION
-from ._scorefile import score_csv
+from ._loading import parse_ref
 from ._scorer import ENGINES
 from ._store import CHAMPION, champion_stack, open_store
 from ._training import ALGORITHMS
@@ -88,23 +83,107 @@ def build_parser() -> argparse.ArgumentParser:
     _add_promote(train, "make the new version champion (default: only the first version)")
     _add_store(train)
 
-    score = commands.add_parser("score", help="score a CSV file")
+    score = commands.add_parser(
+        "score",
+        help="score a table, a CSV file or Parquet files in chunks (resumable, locked)",
+        description="Score rows in chunks: a PostgreSQL table into a table (upsert) or back "
+        "into itself, a CSV file into a CSV file, Parquet files into Parquet files. Exit codes: "
+        "0 done, 1 internal failure, 2 usage, 3 bad input (before any work, or more failed "
+        "rows than --max-error-rate), 4 model problem, 5 store unreachable, 6 another run "
+        "holds the lock, 7 done but some rows could not be scored (see the errors).",
+    )
     score.add_argument(
         "--model",
         required=True,
         help="a .pmml/.pkl file, a bundle directory, or name[@version|@alias]",
     )
-    score.add_argument("--input", required=True, help="CSV with a header line")
-    score.add_argument("--output", required=True, help="CSV to write (replaced only on success)")
+    source = score.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input",
+        help="a CSV file, a .parquet file or a directory of them, or "
+        "postgresql://.../db?table=schema.name",
+    )
+    source.add_argument("--input-table", metavar="TABLE", help="a table in the --dsn database")
+    sink = score.add_mutually_exclusive_group()
+    sink.add_argument(
+        "--output",
+        help="a CSV file, a .parquet file or directory (replaced when complete), or "
+        "postgresql://.../db?table=schema.name (upserted by key, created if absent)",
+    )
+    sink.add_argument("--output-table", metavar="TABLE", help="a table in the --dsn database")
+    sink.add_argument(
+        "--write-back",
+        action="store_true",
+        help="tables: UPDATE the input table's prediction columns (prediction, "
+        "probability_<class>, model_version; see --output-column)",
+    )
+    score.add_argument("--dsn", help="database of --input-table/--output-table (default: setup's)")
     score.add_argument("--engine", default="auto", choices=["auto", *ENGINES])
+    score.add_argument(
+        "--key", help="key column (tables: default the primary key; files: carried into the errors)"
+    )
+    score.add_argument("--where", help="tables: SQL condition choosing the rows to score")
+    score.add_argument(
+        "--stale-only",
+        action="store_true",
+        help="tables: only rows with no score from this model version yet",
+    )
+    score.add_argument(
+        "--feature",
+        nargs="+",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="tables: model fields read from differently named columns",
+    )
+    score.add_argument(
+        "--output-column",
+        nargs="+",
+        default=[],
+        metavar="OUTPUT=COLUMN",
+        help="tables: where each output goes, e.g. prediction=risk 'probability(1)=risk_p'",
+    )
+    score.add_argument(
+        "--version-column",
+        default="model_version",
+        help="tables: the column recording each score's model version (default model_version)",
+    )
     score.add_argument(
         "--keep",
         nargs="+",
         default=[],
         metavar="COL",
-        help="input columns to carry into the output, before the predictions",
+        help="files: input columns to carry into the output, before the predictions",
+    )
+    score.add_argument(
+        "--errors",
+        help="files: where rows that can't be scored go (default OUTPUT.errors.csv; Parquet: "
+        "OUTPUT.errors/); tables: always scorekit.batch_errors",
     )
     score.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    score.add_argument(
+        "--run",
+        help="the run's name, which --resume looks for (default: today's UTC date)",
+    )
+    score.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run of this name after its last written chunk; nothing to do if "
+        "it finished",
+    )
+    score.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=DEFAULT_MAX_ERROR_RATE,
+        help="stop the run when more than this fraction of rows can't be scored "
+        f"(default {DEFAULT_MAX_ERROR_RATE})",
+    )
+    score.add_argument(
+        "--dask",
+        metavar="SCHEDULER",
+        help="score partitions on a Dask cluster: a scheduler address, or 'local'",
+    )
+    score.add_argument("--dask-workers", type=int, help="--dask local: worker processes")
+    score.add_argument("--partitions", type=int, help="--dask: pieces of a table (key ranges)")
     _add_store(score)
 
     models = commands.add_parser("models", help="list, show, promote and roll back models")
@@ -167,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     db_bench.add_argument("--repeats", type=int, default=3, help="repeats of each (median)")
     db_bench.add_argument("--cold-runs", type=int, default=5, help="new connections (median)")
     db_bench.add_argument("--dsn", help="PostgreSQL DSN (default: $SCOREKIT_DSN or setup's)")
+
+    batch_bench = _bench_parser(
+        bench_kinds, "batch", "scorekit score over a table vs a copy-only baseline, two sizes"
+    )
+    batch_bench.add_argument("--rows", type=int, default=2_000_000, help="the large table")
+    batch_bench.add_argument("--small-rows", type=int, default=200_000, help="the small table")
+    batch_bench.add_argument("--dsn", help="PostgreSQL DSN (default: $SCOREKIT_DSN or setup's)")
 
     db = commands.add_parser("db", help="score inside PostgreSQL: install, publish, attach")
     db_actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -265,45 +351,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(model: Model, predictions: list[Any]) -> str:
-    if not predictions:
-        return "no rows"
-    if model.task == "regression":
-        values = np.asarray(predictions, dtype=np.float64)
-        return (
-            f"prediction mean {values.mean():.4g}, min {values.min():.4g}, max {values.max():.4g}"
-        )
-    counts = Counter(predictions)
-    total = len(predictions)
-    return "predicted classes: " + ", ".join(
-        f"{label}: {counts[label]} ({100 * counts[label] / total:.1f}%)"
-        for label in model.classes or []
-    )
-
-
 def cmd_score(args: argparse.Namespace) -> int:
-    if args.chunk_size < 1:
-        raise UsageError(f"--chunk-size must be at least 1, got {args.chunk_size}")
-    started = time.perf_counter()
-    model = load_model(args.model, engine=args.engine, store=args.store)
-    predictions: list[Any] = []
-    with CsvReader(args.input, args.chunk_size) as reader:
-        rows = score_csv(
-            model,
-            reader,
-            args.output,
-            args.keep,
-            on_chunk=lambda scored: predictions.extend(scored[PREDICTION].tolist()),
-        )
-    elapsed = time.perf_counter() - started
-    rate = f" ({rows / elapsed:,.0f} rows/s)" if elapsed > 0 and rows else ""
-    print(
-        f"scored {rows} rows of {args.input} with {model.ref} (engine {model.engine}) "
-        f"in {elapsed:.2f} s{rate} -> {args.output}",
-        file=sys.stderr,
+    from ._batch import BatchJob, run_batch
+
+    job = BatchJob(
+        model=args.model,
+        input=args.input,
+        output=args.output,
+        input_table=args.input_table,
+        output_table=args.output_table,
+        engine=args.engine,
+        store=args.store,
+        dsn=args.dsn,
+        key=args.key,
+        where=args.where,
+        stale_only=args.stale_only,
+        write_back=args.write_back,
+        features=tuple(_pairs(args.feature, "--feature").items()),
+        outputs=tuple(_pairs(args.output_column, "--output-column").items()),
+        version_column=args.version_column,
+        keep=tuple(args.keep),
+        errors=args.errors,
+        chunk_size=args.chunk_size,
+        resume=args.resume,
+        run_name=args.run,
+        max_error_rate=args.max_error_rate,
+        dask=args.dask,
+        dask_workers=args.dask_workers,
+        partitions=args.partitions,
     )
-    print(_summary(model, predictions), file=sys.stderr)
-    return 0
+    result = run_batch(job)
+    print(f"scorekit: {result.summary()}", file=sys.stderr)
+    return result.exit_code
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -352,7 +431,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     options = (
         "rows", "calls", "slow_calls", "repeats", "cold_runs", "singles", "slow_rows",
-        "batch_calls", "seconds",
+        "batch_calls", "seconds", "small_rows",
     )  # fmt: skip
     for option in options:
         if getattr(args, option, 1) < 1:
@@ -370,6 +449,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.batch_calls,
             args.seconds,
             args.cold_runs,
+        )
+    elif args.kind == "batch":
+        from ._bench_batch import run_batch_bench
+
+        body = run_batch_bench(
+            Path(args.data), args.target, Path(args.output), args.rows, args.small_rows, args.dsn
         )
     elif args.kind == "db":
         from ._bench_db import run_db

@@ -12,7 +12,12 @@ Hierarchy (exit code, HTTP status, SQLSTATE)::
     │   ├── IncompatibleModelError    4  500  22000  pickle from another scikit-learn
     │   └── UnsupportedModelError     4  500  0A000  an engine can't score this model
     ├── EngineUnavailableError        4  503  58000  engine's libraries or JVM missing
-    └── StoreError                    5  503  58000  the model store can't be reached
+    ├── StoreError                    5  503  58000  the model store can't be reached
+    └── LockHeldError                 6  409  55P03  another batch run holds the lock
+
+A batch run that finishes but could not score some rows exits with ``EXIT_ROWS_FAILED`` (7);
+its rows and reasons are in its errors table or file. Too many of them (``--max-error-rate``)
+abort the run with an InputError (3).
 
 The core raises these with messages that name the object, what was expected, what arrived and
 what to do; adapters (CLI, HTTP, PL/Python) only read ``exit_code``, ``http_status``, ``sqlstate``
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+
+EXIT_ROWS_FAILED = 7
 
 
 @dataclass(frozen=True)
@@ -128,3 +135,12 @@ class StoreError(ScorekitError):
     http_status = 503
     sqlstate = "58000"
     code = "store_unavailable"
+
+
+class LockHeldError(ScorekitError):
+    """Another batch run of the same model into the same target is running."""
+
+    exit_code = 6
+    http_status = 409
+    sqlstate = "55P03"
+    code = "lock_held"

@@ -73,6 +73,15 @@ class Model:
         """Score a batch given as columns (name -> values); rows in errors count from row_offset."""
         return self._score(self.manifest.schema.prepare(columns, self.ref, row_offset))
 
+    def predict_partial(
+        self, columns: Mapping[str, Sequence[Any] | np.ndarray], *, row_offset: int = 0
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, list[Problem]]:
+        """Score the rows that can be scored and explain the others, for batch runs that go on
+        past bad rows: (output columns of the good rows, their positions in ``columns``, every
+        problem of the bad rows, rows numbered from ``row_offset``)."""
+        batch, kept, problems = self.manifest.schema.prepare_partial(columns, self.ref, row_offset)
+        return self._score(batch), kept, problems
+
     def _score(self, batch: Batch) -> dict[str, np.ndarray]:
         """The output columns for an already validated batch."""
         n_rows = len(next(iter(batch.values()))) if batch else 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,6 +39,15 @@ from ._model import Model
 from ._output import PREDICTION, finite_or_none
 from ._schema import MESSAGE_PROBLEMS, invalid_input_error, json_kind
 from ._store import CHAMPION
+from ._tables import (
+    NUMERIC_CATEGORY,
+    STRING_CATEGORY,
+    UNKEYABLE,
+    Column,
+    is_number,
+    map_features,
+    map_outputs,
+)
 
 # engine => 'auto' tries these in order. pypmml is not offered: it would start a JVM inside the
 # database server.
@@ -54,20 +62,7 @@ ROW_TRIGGER = "scorekit_row"  # BEFORE INSERT OR UPDATE ... FOR EACH ROW: score 
 INSERTED_TRIGGER = "scorekit_inserted"  # AFTER INSERT ... FOR EACH STATEMENT: score the statement
 TRANSITION_TABLE = "scorekit_new"
 
-_NUMERIC_CATEGORY = "N"  # pg_type.typcategory
-_STRING_CATEGORY = "S"
-_BOOLEAN_CATEGORY = "B"
-_UNKEYABLE = ("A", "C")  # arrays and composites: no key for writing scores back
-_FRACTIONAL_TYPES = ("double precision", "real", "numeric")  # format_type() prefixes
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class Column:
-    name: str
-    type: str  # format_type(), e.g. "double precision"
-    category: str  # pg_type.typcategory
 
 
 @dataclass
@@ -389,8 +384,8 @@ class Runtime:
         _, version = self.resolve(ref)
         model = self.model(name, version, engine)
         columns = self._columns(oid)
-        feature_map = _map_features(model, columns, _parse_mapping(features, "features"), table)
-        output_map = _map_outputs(model, columns, _parse_mapping(outputs, "outputs"), table)
+        feature_map = map_features(model, columns, _parse_mapping(features, "features"), table)
+        output_map = map_outputs(model, columns, _parse_mapping(outputs, "outputs"), table)
         used = set(feature_map.values())
         clash = [c for c in output_map.values() if c in used]
         if clash:
@@ -400,7 +395,7 @@ class Runtime:
             )
         if version_column is not None:
             found = columns.get(version_column)
-            if found is None or found.category not in (_NUMERIC_CATEGORY, _STRING_CATEGORY):
+            if found is None or found.category not in (NUMERIC_CATEGORY, STRING_CATEGORY):
                 raise UsageError(
                     f"version_column {version_column!r} must be an integer or text column of "
                     f"{table}; add one: ALTER TABLE {table} ADD COLUMN "
@@ -412,7 +407,7 @@ class Runtime:
                 f"mode 'statement' writes the scores back by primary key, and {table} has none; "
                 f"add one (ALTER TABLE {table} ADD PRIMARY KEY (...)) or attach with mode 'row'"
             )
-        odd = [k for k in key if columns[k].category in _UNKEYABLE]
+        odd = [k for k in key if columns[k].category in UNKEYABLE]
         if odd and mode == "statement":
             raise UsageError(
                 f"mode 'statement' writes the scores back by primary key, and the key of {table} "
@@ -550,7 +545,7 @@ class Runtime:
         if any(name not in mapping for name in model.input_fields):
             # A version that reads fields the one attached did not: map them as attach would.
             given = {k: v for k, v in mapping.items() if k in model.input_fields}
-            mapping = _map_features(model, columns, given, table)
+            mapping = map_features(model, columns, given, table)
         return TableScoring(
             table=table,
             model=model,
@@ -664,7 +659,7 @@ class Runtime:
         selected = [f"{quote(k)}::text" for k in state.key_columns]
         for field_name, column in state.features:
             found = state.types[column]
-            if state.model.manifest.schema[field_name].is_continuous and _is_number(found):
+            if state.model.manifest.schema[field_name].is_continuous and is_number(found):
                 if found.type.startswith("numeric"):
                     # numeric may exceed float8's range: as text it is parsed, or refused, like
                     # text ('' is a missing value, so the whole column parses at once)
@@ -921,116 +916,3 @@ def _parse_mapping(text: str | None, what: str) -> dict[str, str]:
             '\'{"prediction": "risk_label"}\''
         )
     return value
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
-def _map_features(
-    model: Model, columns: dict[str, Column], given: dict[str, str], table: str
-) -> dict[str, str]:
-    """Model field -> table column: as given, else the same name, else the one column whose
-    name matches ignoring case and punctuation."""
-    unknown = [f for f in given if f not in model.input_fields]
-    if unknown:
-        raise UsageError(
-            f"features names field(s) model {model.ref} does not read: {', '.join(unknown)}; "
-            f"its fields are: {', '.join(model.input_fields)}"
-        )
-    mapping: dict[str, str] = {}
-    missing: list[str] = []
-    for name in model.input_fields:
-        if name in given:
-            if given[name] not in columns:
-                raise UsageError(
-                    f"features maps field {name} to column {given[name]!r}, which {table} "
-                    f"does not have; its columns: {', '.join(columns)}"
-                )
-            mapping[name] = given[name]
-            continue
-        candidates = [name] if name in columns else [c for c in columns if _slug(c) == _slug(name)]
-        if len(candidates) == 1:
-            mapping[name] = candidates[0]
-        else:
-            missing.append(name)
-    if missing:
-        raise UsageError(
-            f"{table} has no column for field(s) {', '.join(missing)} of model {model.ref}; "
-            f"its columns: {', '.join(columns)}. Add them, or map them with "
-            'features => \'{"Field": "column"}\''
-        )
-    schema = model.manifest.schema
-    for name, column in mapping.items():
-        found = columns[column]
-        readable = _is_number(found) or found.category == _STRING_CATEGORY
-        if schema[name].dtype == "boolean":
-            readable = readable or found.category == _BOOLEAN_CATEGORY
-        if not readable:
-            expected = "a number or text" if schema[name].is_continuous else "text or a number"
-            raise UsageError(
-                f"column {column} of {table} is {found.type}, but field {name} of model "
-                f"{model.ref} reads {expected}; map the field to a column of such a type"
-            )
-    return mapping
-
-
-def _is_number(column: Column) -> bool:
-    return column.category == _NUMERIC_CATEGORY and column.type != "money"
-
-
-def _map_outputs(
-    model: Model, columns: dict[str, Column], given: dict[str, str], table: str
-) -> dict[str, str]:
-    """Output column of the model -> table column: as given, else prediction -> prediction and
-    probability(<class>) -> probability_<class> where the table has such a column."""
-    unknown = [o for o in given if o not in model.output_columns]
-    if unknown:
-        raise UsageError(
-            f"outputs names {', '.join(unknown)}, which model {model.ref} does not produce; "
-            f"it produces: {', '.join(model.output_columns)}"
-        )
-    text_labels = any(isinstance(c, str) for c in model.classes or [])
-    mapping = dict(given)
-    if not given:
-        for output in model.output_columns:
-            column = PREDICTION if output == PREDICTION else _slug(output)
-            if column in columns:
-                mapping[output] = column
-    if PREDICTION not in mapping and not given:
-        suggested = ", ".join(
-            f"ADD COLUMN {PREDICTION if o == PREDICTION else _slug(o)} "
-            f"{_prediction_type(model) if o == PREDICTION else 'double precision'}"
-            for o in model.output_columns
-        )
-        raise UsageError(
-            f"{table} has no column for the predictions of model {model.ref}: add them "
-            f"(ALTER TABLE {table} {suggested}) or name yours with "
-            'outputs => \'{"prediction": "my_column"}\''
-        )
-    for output, column in mapping.items():
-        found = columns.get(column)
-        if found is None:
-            raise UsageError(
-                f"outputs maps {output} to column {column!r}, which {table} does not have; "
-                f"its columns: {', '.join(columns)}"
-            )
-        if output != PREDICTION or model.task == "regression":
-            if not found.type.startswith(_FRACTIONAL_TYPES):
-                raise UsageError(
-                    f"column {column} of {table} is {found.type}, but {output} of model "
-                    f"{model.ref} is a fraction; use a double precision column"
-                )
-        elif not (found.category == _STRING_CATEGORY or (_is_number(found) and not text_labels)):
-            raise UsageError(
-                f"column {column} of {table} is {found.type}, but the predictions of model "
-                f"{model.ref} are labels such as {(model.classes or [''])[0]!r}; use a "
-                f"{_prediction_type(model)} column"
-            )
-    return mapping
-
-
-def _prediction_type(model: Model) -> str:
-    if model.task == "regression":
-        return "double precision"
-    return "text" if any(isinstance(c, str) for c in model.classes or []) else "integer"

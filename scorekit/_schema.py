@@ -254,17 +254,18 @@ class Field:
         return column, problems
 
     def _prepare(
-        self, values: Sequence[Any] | np.ndarray, row_offset: int
+        self, values: Sequence[Any] | np.ndarray, row_offset: int, limit: int = MAX_DETAILS
     ) -> tuple[np.ndarray, list[Problem], np.ndarray | None]:
-        """Column, problems and (categorical fields with categories) category codes."""
+        """Column, problems (at most ``limit``) and (categorical fields with categories)
+        category codes."""
         values = _positional(values)
         if self.is_continuous:
-            column, problems = self._prepare_continuous(values, row_offset)
+            column, problems = self._prepare_continuous(values, row_offset, limit)
             return column, problems, None
-        return self._prepare_categorical(values, row_offset)
+        return self._prepare_categorical(values, row_offset, limit)
 
     def _prepare_continuous(
-        self, values: Sequence[Any] | np.ndarray, row_offset: int
+        self, values: Sequence[Any] | np.ndarray, row_offset: int, limit: int
     ) -> tuple[np.ndarray, list[Problem]]:
         column = None
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
@@ -305,12 +306,12 @@ class Field:
                 f"expected a number, got {values[i]!r}",
                 _json_safe(values[i]),
             )
-            for i in bad[:MAX_DETAILS]
+            for i in bad[:limit]
         ]
         return column, problems
 
     def _prepare_categorical(
-        self, values: Sequence[Any] | np.ndarray, row_offset: int
+        self, values: Sequence[Any] | np.ndarray, row_offset: int, limit: int
     ) -> tuple[np.ndarray, list[Problem], np.ndarray | None]:
         """Canonical values, problems, and each value's index in ``categories`` (-1: missing;
         None when the field lists no categories)."""
@@ -354,7 +355,7 @@ class Field:
                     continue
             else:
                 problem = f"expected {self.expected()}, got {raw!r}"
-            if self.invalid_treatment != "as_missing" and len(problems) < MAX_DETAILS:
+            if self.invalid_treatment != "as_missing" and len(problems) < limit:
                 problems.append(Problem(row_offset + i, self.name, problem, _json_safe(raw)))
         return column, problems, codes if allowed is not None else None
 
@@ -487,6 +488,29 @@ class InputSchema:
         if problems:
             raise invalid_input_error(problems, model)
         return prepared
+
+    def prepare_partial(
+        self, columns: Mapping[str, Sequence[Any] | np.ndarray], model: str, row_offset: int = 0
+    ) -> tuple[Batch, np.ndarray, list[Problem]]:
+        """Like ``prepare``, for runs that go on past bad rows: the typed columns of the rows
+        that can be scored, their positions in ``columns``, and every problem of the others."""
+        self.check_columns(columns.keys(), model)
+        n_rows = len(next(iter(columns.values()))) if columns else 0
+        prepared = Batch(row_offset)
+        problems: list[Problem] = []
+        for f in self.fields:
+            prepared[f.name], found, codes = f._prepare(columns[f.name], row_offset, n_rows)
+            if codes is not None:
+                prepared.codes[f.name] = codes
+            problems.extend(found)
+        if not problems:
+            return prepared, np.arange(n_rows), []
+        good = np.ones(n_rows, dtype=bool)
+        good[[p.row - row_offset for p in problems if p.row is not None]] = False
+        kept = Batch(row_offset)
+        kept.update({name: column[good] for name, column in prepared.items()})
+        kept.codes = {name: codes[good] for name, codes in prepared.codes.items()}
+        return kept, np.flatnonzero(good), problems
 
 
 class Batch(dict[str, np.ndarray]):

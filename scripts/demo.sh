@@ -77,6 +77,19 @@ curl -sS -o /dev/stdout -w '\n   HTTP %{http_code}\n' -X POST "http://127.0.0.1:
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 trap - EXIT
 
+step "9. a batch job, as cron runs it: scorekit score over a 18,990-row table, in chunks"
+psql "$DSN" -qX -v ON_ERROR_STOP=1 -c "CREATE TABLE audit_raw (age integer, employment text,
+    education text, marital text, occupation text, income double precision, gender text,
+    deductions text, hours integer, adjusted integer)" \
+  -c "\\copy audit_raw FROM 'data/audit_na.csv' (FORMAT csv, HEADER, NULL 'N/A')" \
+  -c "CREATE TABLE loans AS SELECT row_number() OVER () AS id, r.* FROM generate_series(1, 10),
+      audit_raw r" -c "ALTER TABLE loans ADD PRIMARY KEY (id)"
+$SK score --model audit --dsn "$DSN" --input-table loans --output-table loan_scores --run demo
+psql "$DSN" -X -c "SELECT id, prediction, round(probability_1::numeric, 4) AS p1, model_version,
+    run_id FROM loan_scores ORDER BY id LIMIT 3"
+echo "   run again with --resume: the finished run is not repeated"
+$SK score --model audit --dsn "$DSN" --input-table loans --output-table loan_scores --run demo --resume
+
 step "summary"
 .venv/bin/python - "$OUT/audit_scored.csv" "$OUT/audit_scored_pypmml.csv" \
     "$OUT/audit_scored_sklearn.csv" "$STORE" <<'PY'

@@ -27,6 +27,7 @@ have_pkg python3-venv || missing+=(python3-venv)
 have_pkg libpq-dev || missing+=(libpq-dev)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v curl >/dev/null 2>&1 || missing+=(curl)  # make demo calls the local server with it
+[ -x /usr/bin/time ] || missing+=(time)  # scorekit bench batch reads peak memory from it
 if [ -z "${SCOREKIT_DSN:-}" ]; then
     have_pkg postgresql || missing+=(postgresql)
 fi

@@ -74,11 +74,13 @@ def test_score_writes_the_contract_and_keeps_columns(
     with open(out_path) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1899
-    assert list(rows[0]) == ["Age", "Income", "prediction", "probability(0)", "probability(1)"]
+    assert list(rows[0]) == [
+        "Age", "Income", "prediction", "probability(0)", "probability(1)", "model_version",
+    ]  # fmt: skip
     with open(data_dir / "audit_na.csv") as f:
         source = list(csv.DictReader(f))
     assert [r["Age"] for r in rows] == [r["Age"] for r in source]  # input order, all rows
-    assert "scored 1899 rows" in err and "engine native" in err
+    assert "scored 1,899 rows" in err and "engine native" in err
 
 
 def test_chunked_and_whole_file_scoring_agree(
@@ -101,17 +103,23 @@ def test_missing_column_names_column_and_model(capsys, store: str, tmp_path: Pat
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_bad_value_fails_and_writes_nothing(capsys, store: str, tmp_path: Path) -> None:
+def test_bad_value_is_recorded_and_too_many_write_nothing(
+    capsys, store: str, tmp_path: Path
+) -> None:
     rows = [GOOD_ROW] * 5 + ["38,Martian,College,Unmarried,Service,81838,Female,FALSE,72"]
     bad = write(tmp_path / "in.csv", AUDIT_HEADER, *rows)
     out = tmp_path / "out.csv"
     out.write_text("previous results\n")
-    code, _, err = score(capsys, store, bad, out, "--chunk-size", "2")
+    code, _, err = score(capsys, store, bad, out, "--chunk-size", "2", "--max-error-rate", "0.1")
     assert code == 3
-    assert "row 5, field 'Employment': unseen category 'Martian'" in err
-    assert "'Consultant', 'PSFederal'" in err
+    assert "1 of 6 rows (16.7%) could not be scored, more than --max-error-rate 0.1" in err
     assert out.read_text() == "previous results\n"  # not replaced by a partial file
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    errors = (tmp_path / "out.csv.errors.csv").read_text()
+    assert "5,,Employment,Martian,\"unseen category 'Martian'" in errors
+    assert "'Consultant', 'PSFederal'" in errors
+    code, _, err = score(capsys, store, bad, out, "--max-error-rate", "0.2")
+    assert code == 7 and "1 row(s) could not be scored" in err
+    assert len(out.read_text().splitlines()) == 6  # the header and the five good rows
 
 
 def test_non_numeric_value_is_named(capsys, store: str, tmp_path: Path) -> None:
@@ -121,7 +129,11 @@ def test_non_numeric_value_is_named(capsys, store: str, tmp_path: Path) -> None:
         "thirty,Private,College,Unmarried,Service,81838,Female,FALSE,72",
     )
     code, _, err = score(capsys, store, bad, tmp_path / "o.csv")
-    assert code == 3 and "row 0, field 'Age': expected a number, got 'thirty'" in err
+    assert code == 3 and "One of them: row 0, field 'Age': expected a number" in err
+    assert (
+        "0,,Age,thirty,\"expected a number, got 'thirty'\""
+        in (tmp_path / "o.csv.errors.csv").read_text()
+    )
 
 
 @pytest.mark.parametrize(
@@ -144,7 +156,7 @@ def test_malformed_csv_is_refused(
 def test_usage_errors(capsys, store: str, data_dir: Path, tmp_path: Path) -> None:
     audit = str(data_dir / "audit.csv")
     code, _, err = score(capsys, store, audit, tmp_path / "o.csv", "--keep", "Nope")
-    assert code == 2 and "--keep names column(s) not in" in err and "Nope" in err
+    assert code == 2 and "--keep/--key name column(s) not in" in err and "Nope" in err
     code, _, err = score(capsys, store, audit, tmp_path / "o.csv", "--chunk-size", "0")
     assert code == 2 and "--chunk-size" in err
     code, _, err = score(capsys, store, tmp_path / "absent.csv", tmp_path / "o.csv")

@@ -35,3 +35,5 @@ def test_demo_script_ends_with_a_summary(tmp_path: Path) -> None:
     assert "HTTP 422" in result.stdout
     assert (tmp_path / "out" / "audit_scored.csv").is_file()
     assert not (tmp_path / "out" / "bad_scored.csv").exists()
+    assert "scored 18,990 rows of public.loans" in result.stderr  # the batch job
+    assert "already finished" in result.stderr

@@ -19,6 +19,9 @@ HEAVY = [
     "botocore",
     "psycopg",
     "azure",
+    "pyarrow",
+    "dask",
+    "distributed",
 ]
 
 
@@ -47,6 +50,19 @@ def test_reading_a_store_and_validating_input_is_light(trained, session_store) -
         "for f in m.schema.fields}, m.ref)\n"
     )
     assert imported_heavy(code) == []
+
+
+def test_batch_scoring_of_a_csv_file_is_light(trained, session_store, tmp_path: Path) -> None:
+    """`scorekit score` of a CSV file: no database client, no pyarrow, no Dask."""
+    manifest = trained("audit")
+    data = Path(__file__).resolve().parents[1] / "data" / "audit.csv"
+    code = (
+        "import scorekit._cli as c\n"
+        f"c.main(['score', '--model', {manifest.ref!r}, '--store', {str(session_store.url)!r}, "
+        f"'--input', {str(data)!r}, '--output', {str(tmp_path / 'out.csv')!r}])\n"
+    )
+    assert imported_heavy(code) == []
+    assert (tmp_path / "out.csv").is_file()
 
 
 def test_cli_db_url_is_light() -> None:
