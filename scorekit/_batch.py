@@ -16,6 +16,7 @@ they share is here. psycopg, pyarrow and distributed are imported only by the ru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -135,6 +136,7 @@ def run_batch(job: BatchJob, progress: TextIO | None = None) -> BatchResult:
     """Run ``job``: the table driver when the input is a table, the file driver otherwise.
     ``progress``: where the bar or log lines go (default stderr)."""
     job.check()
+    job = dataclasses.replace(job, run_name=job.run)  # the default date, fixed for the run
     if (job.input is None) == (job.input_table is None):
         raise UsageError("give one input: --input (a file or a postgresql:// URL) or --input-table")
     if job.output is not None and job.output_table is not None:
@@ -177,7 +179,9 @@ def cached_model(source: str, engine: str, store: str | None) -> Model:
 def pinned_source(job: BatchJob, version: str) -> str:
     """``job.model`` pinned to ``version``: name@version for a store reference (so a resumed run
     and every Dask worker score with the version the run started with); a path stays a path."""
-    if os.sep in job.model or job.model.endswith((".pmml", ".pkl", ".xml")):
+    from ._loading import looks_like_path
+
+    if looks_like_path(job.model):
         return job.model
     try:
         name, _ = parse_ref(job.model)
@@ -238,17 +242,18 @@ def describe(problem: Problem, key: Any = None) -> str:
 
 
 def check_error_rate(
-    job: BatchJob, scored: int, failed: int, errors_at: str, example: str | None = None
+    max_error_rate: float, scored: int, failed: int, errors_at: str, example: str | None = None
 ) -> None:
-    """Abort the run when more than ``job.max_error_rate`` of the rows so far failed;
-    ``example`` (one of the failures, in words) goes into the message."""
+    """Abort the run when more than ``max_error_rate`` of the rows so far failed; ``example``
+    (one of the failures, in words) goes into the message."""
     total = scored + failed
-    if failed and total and failed / total > job.max_error_rate:
+    if failed and total and failed / total > max_error_rate:
         one = f" One of them: {example}." if example else ""
         raise InputError(
             f"{failed:,} of {total:,} rows ({100 * failed / total:.1f}%) could not be scored, "
-            f"more than --max-error-rate {job.max_error_rate:g}; the run stopped.{one} The rows "
-            f"and reasons are in {errors_at}; fix the input, or raise --max-error-rate"
+            f"more than --max-error-rate {max_error_rate:g}; the run stopped.{one} The rows "
+            f"and reasons are in {errors_at}; fix the input, or raise --max-error-rate and "
+            "--resume the run"
         )
 
 

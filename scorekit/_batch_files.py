@@ -135,6 +135,14 @@ def run_files(job: BatchJob, progress_stream: TextIO | None = None) -> BatchResu
         record = RunRecord(output)
         previous = record.load()
         resumed = bool(job.resume and previous and previous.get("run") == job.run)
+        options = {"model": model.name, "source": str(source), "keep": list(job.keep),
+                   "key": job.key}  # fmt: skip
+        if resumed and previous is not None and previous.get("options") != options:
+            raise UsageError(
+                f"run {job.run!r} into {output} was {previous.get('options')}; this one is "
+                f"{options}. Resume it with the same model, input and columns, or give this "
+                "job its own --run name (or output)"
+            )
         if resumed and previous is not None:
             if previous.get("status") == "succeeded":
                 return BatchResult(
@@ -153,7 +161,7 @@ def run_files(job: BatchJob, progress_stream: TextIO | None = None) -> BatchResu
             record.save(status="running", message=None)
         else:
             record.data = {
-                "run": job.run, "model": model.name, "version": model.version,
+                "run": job.run, "options": options, "model": model.name, "version": model.version,
                 "engine": model.engine, "source": str(source), "target": str(output),
                 "status": "running", "started": utc_now(), "finished": None,
                 "rows_scored": 0, "rows_failed": 0, "chunks_done": 0,
@@ -235,8 +243,15 @@ def _run_csv(
     data = record.data
     resume_at = int(data.get("rows_read", 0)) if result.resumed else 0
     if result.resumed and resume_at and not partial.exists():
+        if output.exists() and errors_path.exists() == bool(data["rows_failed"]):
+            return  # killed just after the output was renamed into place: it is complete
         raise UsageError(
             f"the run being resumed wrote {partial}, which is gone; rerun without --resume"
+        )
+    if result.resumed and resume_at and not errors_path.exists():
+        raise UsageError(
+            f"the run being resumed wrote its bad rows to {errors_path}, which is gone; rerun "
+            "without --resume"
         )
     header = [*job.keep, *model.output_columns, VERSION_COLUMN]
     progress = Progress(
@@ -276,7 +291,11 @@ def _run_csv(
                 progress.update(data["rows_scored"] + data["rows_failed"], data["rows_failed"])
                 example = describe(chunk.problems[0]) if chunk.problems else None
                 check_error_rate(
-                    job, data["rows_scored"], data["rows_failed"], str(errors_path), example
+                    job.max_error_rate,
+                    data["rows_scored"],
+                    data["rows_failed"],
+                    str(errors_path),
+                    example,
                 )
         finally:
             out.close()
@@ -327,6 +346,7 @@ class ParquetUnit:
     chunk_size: int
     keep: tuple[str, ...]
     key: str | None
+    max_error_rate: float
 
 
 def _parquet_units(job: BatchJob, model: Model, source: Path, output: Path) -> list[ParquetUnit]:
@@ -358,6 +378,7 @@ def _parquet_units(job: BatchJob, model: Model, source: Path, output: Path) -> l
             job.chunk_size,
             job.keep,
             job.key,
+            job.max_error_rate,
         )
         for f, t in zip(files, targets, strict=True)
     ]
@@ -383,52 +404,65 @@ def _arrow_schema(model: Model, keep_fields: list[Any]) -> Any:
 
 
 def score_parquet_unit(unit: ParquetUnit) -> tuple[int, int, int]:
-    """Score one Parquet file into ``unit.output`` (written as a hidden partial file, renamed
-    when complete) and its bad rows into ``unit.errors``; returns (scored, failed, chunks)."""
+    """Score one Parquet file into ``unit.output`` and its bad rows into ``unit.errors`` (both
+    written as hidden partial files, renamed when complete); returns (scored, failed, chunks).
+    Stops, writing nothing, when the file's own error rate passes ``unit.max_error_rate``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     model = cached_model(unit.model_source, unit.engine, unit.store)
     output, errors = Path(unit.output), Path(unit.errors)
-    partial = _partial(output)
+    partial, errors_partial = _partial(output), _partial(errors)
     output.parent.mkdir(parents=True, exist_ok=True)
+    errors.parent.mkdir(parents=True, exist_ok=True)
     reader = pq.ParquetFile(unit.source)
     keep = [*unit.keep]
     read = list(dict.fromkeys([*model.input_fields, *keep, *([unit.key] if unit.key else [])]))
     schema = _arrow_schema(model, [reader.schema_arrow.field(c) for c in keep])
     scored = failed = chunks = offset = 0
-    error_rows: list[list[Any]] = []
-    with pq.ParquetWriter(partial, schema) as writer:
-        for batch in reader.iter_batches(batch_size=unit.chunk_size, columns=read):
-            columns = {
-                name: batch.column(name).to_numpy(zero_copy_only=False)
-                for name in model.input_fields
-            }
-            chunk = score_chunk(model, columns, offset)
-            kept = pa.array(chunk.kept, type=pa.int64())
-            arrays = [batch.column(c).take(kept) for c in keep]
-            arrays += [
-                pa.array(values, type=schema.field(name).type)
-                for name, values in chunk.columns.items()
-            ]
-            arrays.append(pa.array([model.version] * len(chunk.kept), type=pa.string()))
-            writer.write_batch(pa.record_batch(arrays, schema=schema))
-            keys = batch.column(unit.key).to_pylist() if unit.key else None
-            for p in chunk.problems:
-                row = p.row if p.row is not None else offset
-                key = keys[row - offset] if keys is not None else ""
-                error_rows.append([row, key, p.field or "", error_value(p.value) or "", p.problem])
-            scored += len(chunk.kept)
-            failed += chunk.failed_rows
-            chunks += 1
-            offset += batch.num_rows
-    errors.unlink(missing_ok=True)
-    if error_rows:
-        errors.parent.mkdir(parents=True, exist_ok=True)
-        with open(errors, "w", newline="", encoding="utf-8") as f:
-            writer_csv = csv.writer(f)
-            writer_csv.writerow(ERROR_COLUMNS)
-            writer_csv.writerows(error_rows)
+    try:
+        with (
+            pq.ParquetWriter(partial, schema) as writer,
+            open(errors_partial, "w", newline="", encoding="utf-8") as bad_rows,
+        ):
+            errors_csv = csv.writer(bad_rows)
+            errors_csv.writerow(ERROR_COLUMNS)
+            for batch in reader.iter_batches(batch_size=unit.chunk_size, columns=read):
+                columns = {
+                    name: batch.column(name).to_numpy(zero_copy_only=False)
+                    for name in model.input_fields
+                }
+                chunk = score_chunk(model, columns, offset)
+                kept = pa.array(chunk.kept, type=pa.int64())
+                arrays = [batch.column(c).take(kept) for c in keep]
+                arrays += [
+                    pa.array(values, type=schema.field(name).type)
+                    for name, values in chunk.columns.items()
+                ]
+                arrays.append(pa.array([model.version] * len(chunk.kept), type=pa.string()))
+                writer.write_batch(pa.record_batch(arrays, schema=schema))
+                keys = batch.column(unit.key).to_pylist() if unit.key else None
+                for p in chunk.problems:
+                    row = p.row if p.row is not None else offset
+                    key = keys[row - offset] if keys is not None else ""
+                    errors_csv.writerow(
+                        [row, key, p.field or "", error_value(p.value) or "", p.problem]
+                    )
+                scored += len(chunk.kept)
+                failed += chunk.failed_rows
+                chunks += 1
+                offset += batch.num_rows
+                example = describe(chunk.problems[0]) if chunk.problems else None
+                check_error_rate(unit.max_error_rate, scored, failed, str(errors), example)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        errors_partial.unlink(missing_ok=True)
+        raise
+    if failed:
+        os.replace(errors_partial, errors)
+    else:
+        errors_partial.unlink()
+        errors.unlink(missing_ok=True)
     os.replace(partial, output)
     return scored, failed, chunks
 
@@ -471,7 +505,9 @@ def _run_parquet(
             chunks_done=sum(c[2] for c in done.values()),
         )
         progress.update(data["rows_scored"] + data["rows_failed"], data["rows_failed"])
-        check_error_rate(job, data["rows_scored"], data["rows_failed"], result.errors_at or "")
+        check_error_rate(
+            job.max_error_rate, data["rows_scored"], data["rows_failed"], result.errors_at or ""
+        )
 
     try:
         if not job.dask:

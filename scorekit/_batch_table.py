@@ -26,6 +26,7 @@ from ._batch import (
     ChunkScores,
     check_error_rate,
     dask_client,
+    dask_threads,
     describe,
     error_value,
     is_table,
@@ -165,17 +166,17 @@ def _unique_key(conn: Any, table: Table, key: str | None) -> str:
     """The key column: ``key``, which must be alone in a unique index, else the one-column
     primary key. Resuming after the last key written needs keys that are unique and ordered."""
     singles = {
-        r[0]: r[1]
+        r[0]: (r[1], r[2])
         for r in conn.execute(
-            "SELECT a.attname::text, i.indisprimary FROM pg_index i JOIN pg_attribute a "
-            "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+            "SELECT a.attname::text, i.indisprimary, a.attnotnull FROM pg_index i "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
             "WHERE i.indrelid = %s AND i.indisunique AND i.indnkeyatts = 1 "
             "AND i.indpred IS NULL AND i.indexprs IS NULL",
             [table.oid],
         )
     }
     if key is None:
-        primary = [name for name, is_primary in singles.items() if is_primary]
+        primary = [name for name, (is_primary, _) in singles.items() if is_primary]
         if not primary:
             raise UsageError(
                 f"{table.display} has no one-column primary key; name a unique key column with "
@@ -193,12 +194,22 @@ def _unique_key(conn: Any, table: Table, key: str | None) -> str:
             f"key order and resumes after the last key written, so the key must be unique "
             f"(CREATE UNIQUE INDEX ON {table.display} ({key}))"
         )
+    if not singles[key][1]:
+        raise UsageError(
+            f"--key {key} of {table.display} may be NULL; a run resumes after the last key "
+            f"written, so the key must not be (ALTER TABLE {table.display} ALTER COLUMN {key} "
+            "SET NOT NULL)"
+        )
     if table.columns[key].category in UNKEYABLE:
         raise UsageError(f"--key {key} is {table.columns[key].type}, which can't be a key")
     return key
 
 
 def _ensure_schema(conn: Any) -> None:
+    """sql/batch.sql, unless its tables exist (so a role without CREATE can run jobs once they
+    do)."""
+    if conn.execute("SELECT to_regclass('scorekit.batch_errors')").fetchone()[0] is not None:
+        return
     with conn.transaction():
         # Two first runs at once would race on CREATE ... IF NOT EXISTS; one waits here.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('scorekit.batch.ddl'))")
@@ -286,43 +297,35 @@ def run_table(job: BatchJob, progress_stream: TextIO | None = None) -> BatchResu
             )
         target = target or out.display
         _lock(state, model.name, target)
-        run_id, version, resumed, done = _find_run(state, job, model, source.display, target)
+        run_id, version, resumed, done = _find_run(state, job, model, source.display, target, key)
         if done is not None:
             return done
-        if version != model.version:  # resuming a run of another version: map its fields
-            model = load_pinned(job, version)
-            features = map_features(
-                model, source.columns, dict(job.features), source.display, CLI_OPTIONS
-            )
-            outputs = map_outputs(model, out.columns, dict(job.outputs), out.display, CLI_OPTIONS)
-        plan = _plan(
-            job,
-            features,
-            state,
-            reader,
-            source,
-            key,
-            out,
-            outputs,
-            model,
-            run_id,
-            target_ref.dsn,
-            source_ref.dsn,
-        )
-        parts = _partitions(job, state, reader, plan, source, key, resumed)
-        total = _total(reader, plan, parts)
-        result = BatchResult(
-            job.run,
-            f"{model.name}@{model.version}",
-            model.engine,
-            source.display,
-            target,
-            run_id=run_id,
-            resumed=resumed,
-            partitions=len(parts),
-            errors_at=f"scorekit.batch_errors (run_id {run_id})",
-        )
         try:
+            if version != model.version:  # resuming a run of another version: map its fields
+                model = load_pinned(job, version)
+                features = map_features(
+                    model, source.columns, dict(job.features), source.display, CLI_OPTIONS
+                )
+                outputs = map_outputs(
+                    model, out.columns, dict(job.outputs), out.display, CLI_OPTIONS
+                )
+            plan = _plan(
+                job, features, state, reader, source, key, out, outputs, model, run_id,
+                target_ref.dsn, source_ref.dsn,
+            )  # fmt: skip
+            parts = _partitions(job, state, reader, plan)
+            total = _total(state, reader, plan, parts)
+            result = BatchResult(
+                job.run,
+                f"{model.name}@{model.version}",
+                model.engine,
+                source.display,
+                target,
+                run_id=run_id,
+                resumed=resumed,
+                partitions=len(parts),
+                errors_at=plan.errors_at,
+            )
             _run_parts(job, state, plan, parts, total, progress_stream)
         except BaseException as exc:
             status = "aborted" if isinstance(exc, InputError) else "failed"
@@ -359,7 +362,10 @@ def _output_target(
     if out is None:
         from psycopg import sql
 
-        parts = name.split(".")
+        try:
+            parts = conn.execute("SELECT parse_ident(%s)", [name]).fetchone()[0]
+        except Exception:
+            raise UsageError(f"--output table {name!r} is not a table name") from None
         if len(parts) > 2:
             raise UsageError(f"--output table {name} should be schema.name or name")
         columns = [
@@ -415,31 +421,45 @@ def _write_back_target(
     return source, outputs
 
 
+def _options(job: BatchJob, key: str) -> dict[str, Any]:
+    """What chooses and maps a run's rows: a resumed run must have the same."""
+    return {
+        "key": key,
+        "where": job.where,
+        "stale_only": job.stale_only,
+        "write_back": job.write_back,
+        "features": dict(job.features),
+        "outputs": dict(job.outputs),
+        "version_column": job.version_column,
+    }
+
+
 def _find_run(
-    conn: Any, job: BatchJob, model: Model, source: str, target: str
+    conn: Any, job: BatchJob, model: Model, source: str, target: str, key: str
 ) -> tuple[int, str, bool, BatchResult | None]:
     """(run id, version, resumed, a result if there is nothing to do)."""
+    from psycopg.types.json import Jsonb
+
+    options = _options(job, key)
     latest = conn.execute(
-        "SELECT run_id, version, status, rows_scored, rows_failed, chunks_done, engine "
-        "FROM scorekit.batch_runs WHERE model = %s AND target = %s AND run_name = %s "
+        "SELECT run_id, version, status, rows_scored, rows_failed, chunks_done, engine, source, "
+        "options FROM scorekit.batch_runs WHERE model = %s AND target = %s AND run_name = %s "
         "ORDER BY run_id DESC LIMIT 1",
         [model.name, target, job.run],
     ).fetchone()
     if latest is not None and job.resume:
-        run_id, version, status, scored, failed, chunks, engine = latest
+        run_id, version, status, scored, failed, chunks, engine, was_source, was = latest
+        if (was_source, was) != (source, options):
+            raise UsageError(
+                f"run {job.run!r} (id {run_id}) of {model.name} into {target} read {was_source} "
+                f"with {was}; this one reads {source} with {options}. Resume it with the same "
+                "input and options, or give this job its own --run name"
+            )
         if status == "succeeded":
             done = BatchResult(
-                job.run,
-                f"{model.name}@{version}",
-                engine,
-                source,
-                target,
-                scored,
-                failed,
-                chunks,
-                run_id=run_id,
-                already_done=True,
-            )
+                job.run, f"{model.name}@{version}", engine, source, target, scored, failed,
+                chunks, run_id=run_id, already_done=True,
+            )  # fmt: skip
             return run_id, version, True, done
         conn.execute(
             "UPDATE scorekit.batch_runs SET status = 'running', finished_at = NULL, "
@@ -454,9 +474,9 @@ def _find_run(
             [latest[0]],
         )
     run_id = conn.execute(
-        "INSERT INTO scorekit.batch_runs (run_name, model, version, engine, source, target) "
-        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING run_id",
-        [job.run, model.name, model.version, model.engine, source, target],
+        "INSERT INTO scorekit.batch_runs (run_name, model, version, engine, source, target, "
+        "options) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
+        [job.run, model.name, model.version, model.engine, source, target, Jsonb(options)],
     ).fetchone()[0]
     return run_id, model.version, False, None
 
@@ -603,17 +623,17 @@ def _plan(
     )
 
 
-def _partitions(
-    job: BatchJob, state: Any, reader: Any, plan: Plan, source: Table, key: str, resumed: bool
-) -> list[int]:
-    """The run's partitions not yet done: created at the run's start (one, or key ranges of
-    about equal size for Dask), found again when it resumes."""
-    if not resumed:
+def _partitions(job: BatchJob, state: Any, reader: Any, plan: Plan) -> list[int]:
+    """The run's partitions not yet done. A run gets them once, in one transaction: one key
+    range, or for Dask ranges of about equal size from the key's percentiles; a run resumed
+    after being killed before that gets them now."""
+    exists = state.execute(
+        "SELECT 1 FROM scorekit.batch_partitions WHERE run_id = %s LIMIT 1", [plan.run_id]
+    ).fetchone()
+    if exists is None:
         bounds: list[str | None] = []
         if job.dask:
-            pieces = job.partitions or 0
-            if not pieces:
-                pieces = 2 * (job.dask_workers or _default_threads(job))
+            pieces = job.partitions or 2 * (job.dask_workers or _default_threads(job))
             if pieces > 1:
                 found = _bounds(reader, plan, [i / pieces for i in range(1, pieces)])
                 bounds = list(dict.fromkeys(b for b in found if b is not None))
@@ -637,15 +657,19 @@ def _bounds(reader: Any, plan: Plan, fractions: list[float]) -> list[str | None]
     found = reader.execute(
         f"SELECT percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY q.k)::text[] "
         f"FROM ({plan.select}) q(k)",
-        [fractions, *plan.select_params, None, None, None, None],
+        [fractions, *plan.select_params, *_bounds_params(None, None)],
     ).fetchone()[0]
     return list(found or [])
 
 
 def _default_threads(job: BatchJob) -> int:
-    import os
+    """Worker threads of the cluster --dask names (a local one: this machine's CPUs)."""
+    if job.dask == "local":
+        import os
 
-    return os.cpu_count() or 1
+        return os.cpu_count() or 1
+    with dask_client(job) as client:
+        return dask_threads(client)
 
 
 def _partition_bounds(conn: Any, run_id: int, part: int) -> tuple[str | None, str | None, bool]:
@@ -657,20 +681,21 @@ def _partition_bounds(conn: Any, run_id: int, part: int) -> tuple[str | None, st
     return row[0], row[1], row[2]
 
 
-def _total(reader: Any, plan: Plan, parts: list[int]) -> int | None:
+def _total(state: Any, reader: Any, plan: Plan, parts: list[int]) -> int | None:
     """Rows in the run: done so far plus what the remaining partitions hold."""
     total = 0
     for part in parts:
-        lower, upper, _ = _partition_bounds(reader, plan.run_id, part)
+        lower, upper, _ = _partition_bounds(state, plan.run_id, part)
         total += reader.execute(
             f"SELECT count(*) FROM ({plan.select}) q",
-            [*plan.select_params, lower, lower, upper, upper],
+            [*plan.select_params, *_bounds_params(lower, upper)],
         ).fetchone()[0]
-    done = reader.execute(
-        "SELECT rows_scored + rows_failed FROM scorekit.batch_runs WHERE run_id = %s",
-        [plan.run_id],
-    ).fetchone()[0]
-    return int(total + done)
+    return int(total + _totals(state, plan.run_id)[0])
+
+
+def _bounds_params(lower: str | None, upper: str | None) -> list[str | None]:
+    """The parameters of a plan's partition bounds: (lower, upper], None meaning unbounded."""
+    return [lower, lower, upper, upper]
 
 
 def _run_parts(
@@ -729,6 +754,17 @@ def score_partition(
         _connect(plan.write_dsn) as write,
         _connect(plan.read_dsn) as read,
     ):
+        # One writer per partition: a Dask task left running after its driver died, and a
+        # --resume started meanwhile, must not both write it.
+        held = write.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+            [f"scorekit.batch run {plan.run_id} part {part}"],
+        ).fetchone()[0]
+        if not held:
+            raise LockHeldError(
+                f"partition {part} of batch run {plan.run_id} is being written by another "
+                "process (a worker of an earlier attempt?); wait for it to stop, then --resume"
+            )
         lower, upper, done = _partition_bounds(write, plan.run_id, part)
         write.commit()
         if done:
@@ -747,7 +783,7 @@ def score_partition(
         write.commit()
         cursor = read.cursor(name=f"scorekit_batch_{plan.run_id}_{part}")
         cursor.itersize = plan.chunk_size
-        cursor.execute(plan.select, [*plan.select_params, lower, lower, upper, upper])
+        cursor.execute(plan.select, [*plan.select_params, *_bounds_params(lower, upper)])
 
         def write_chunk(keys: list[Any], chunk: ChunkScores) -> tuple[int, int]:
             try:
@@ -766,7 +802,7 @@ def score_partition(
             if chunk.problems:
                 first = chunk.problems[0]
                 example = describe(replace(first, row=None), keys[first.row or 0])
-            check_error_rate_plan(plan, scored, failed, example)
+            check_error_rate(plan.max_error_rate, scored, failed, plan.errors_at, example)
 
         # Three stages overlap: the next chunk is fetched and the previous one written (each
         # waiting on the server, without the GIL) while this one is scored. At most three
@@ -781,10 +817,12 @@ def score_partition(
                 scored_total += len(chunk.kept)
                 failed_total += chunk.failed_rows
                 if writing is not None:
-                    written(writing[0], writing[1], writing[2].result())
+                    written_keys, written_chunk, pending = writing
+                    written(written_keys, written_chunk, pending.result())
                 writing = (keys, chunk, pool.submit(write_chunk, keys, chunk))
             if writing is not None:
-                written(writing[0], writing[1], writing[2].result())
+                written_keys, written_chunk, pending = writing
+                written(written_keys, written_chunk, pending.result())
         cursor.close()
         read.commit()
         write.execute(
@@ -793,16 +831,6 @@ def score_partition(
         )
         write.commit()
     return scored_total, failed_total
-
-
-def check_error_rate_plan(plan: Plan, scored: int, failed: int, example: str | None) -> None:
-    check_error_rate(
-        BatchJob(model="", input=None, max_error_rate=plan.max_error_rate),
-        scored,
-        failed,
-        plan.errors_at,
-        example,
-    )
 
 
 def _score_rows(model: Model, rows: list[tuple[Any, ...]]) -> ChunkScores:
@@ -828,11 +856,13 @@ def _binary_rows(
     if any(t not in _BINARY_TYPES for t in types[:-1]):
         return None
     try:
-        arrays: list[np.ndarray] = [np.asarray(keys, dtype=np.int64)]
-        for values, kind in zip(columns, types[1:-1], strict=True):
+        arrays: list[np.ndarray] = []
+        for values, kind in zip([keys, *columns], types[:-1], strict=True):
             array = np.asarray(values, dtype=np.float64 if kind == "double precision" else np.int64)
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 return None
+            if array.dtype.kind == "i" and not np.array_equal(array, np.asarray(values)):
+                return None  # not whole numbers after all: the text path says what they are
             arrays.append(array)
     except (TypeError, ValueError, OverflowError):
         return None

@@ -42,7 +42,8 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, selector or None
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
+    """Whether ``source`` names a file or bundle directory rather than a store reference."""
     return (
         os.sep in source
         or source.endswith((".pmml", ".pkl", ".xml"))
@@ -56,7 +57,7 @@ def resolve_bundle(
     """The Bundle that ``source`` names: a path to a .pmml/.pkl file or bundle directory, or a
     store reference ``name``, ``name@alias`` or ``name@version`` (looked up in ``store``)."""
     text = os.fspath(source)
-    if isinstance(source, os.PathLike) or _looks_like_path(text):
+    if isinstance(source, os.PathLike) or looks_like_path(text):
         return _bundle_from_path(Path(text))
     name, selector = parse_ref(text)
     model_store = open_store(store)

@@ -1,5 +1,5 @@
 -- What batch runs (`scorekit score` over a table) keep in PostgreSQL: created on first use by the
--- run itself, idempotent, and needing only CREATE on the database (no superuser, no PL/Python).
+-- run itself (which then needs CREATE on the database; no superuser, no PL/Python), idempotent.
 -- `scorekit db uninstall` drops the scorekit schema, and these tables with it.
 CREATE SCHEMA IF NOT EXISTS scorekit;
 
@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS scorekit.batch_runs (
     engine      text NOT NULL,
     source      text NOT NULL,
     target      text NOT NULL,
+    options     jsonb NOT NULL,        -- what chose and mapped the rows; a resume must match
     status      text NOT NULL DEFAULT 'running'
                 CHECK (status IN ('running', 'succeeded', 'failed', 'aborted', 'abandoned')),
     started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),

@@ -250,6 +250,32 @@ def test_table_mistakes_are_named_before_any_work(
     assert conn.execute("SELECT to_regclass('public.o')").fetchone()[0] is None
 
 
+def test_resume_with_other_options_a_nullable_key_and_odd_names(
+    capsys, conn, db: str, store: str, data_dir: Path, reference: dict[str, list[Any]]
+) -> None:
+    make_table(conn, "apps_r", data_dir)
+    argv = ("--input-table", "apps_r", "--output-table", '"Mixed Case"', "--run", "r1")
+    code, err = score_table(capsys, store, db, *argv)
+    assert code == 0, err
+    assert conn.execute('SELECT count(*) FROM "Mixed Case"').fetchone()[0] == 1899
+    code, err = score_table(capsys, store, db, *argv, "--where", "id > 10", "--resume")
+    assert code == 2 and "Resume it with the same input and options" in err
+    # a nullable unique key can't order a resumable run
+    conn.execute("ALTER TABLE apps_r ADD COLUMN code integer UNIQUE")
+    code, err = score_table(capsys, store, db, "--input-table", "apps_r", "--output-table",
+                            "o3", "--key", "code")  # fmt: skip
+    assert code == 2 and "--key code of public.apps_r may be NULL" in err
+    # a float key takes the row-by-row COPY path and keeps its values
+    conn.execute("CREATE TABLE apps_f AS SELECT id + 0.5 AS fid, * FROM apps_r")
+    conn.execute("ALTER TABLE apps_f ADD PRIMARY KEY (fid)")
+    code, err = score_table(capsys, store, db, "--input-table", "apps_f", "--output-table",
+                            "o4", "--chunk-size", "700")  # fmt: skip
+    assert code == 0, err
+    rows = conn.execute("SELECT fid, probability_1 FROM o4 ORDER BY fid").fetchall()
+    assert [r[0] for r in rows] == [i + 0.5 for i in range(1, 1900)]
+    assert [r[1] for r in rows] == reference["probability(1)"]
+
+
 def test_a_missing_model_field_column_is_named(
     capsys, conn, db: str, store: str, data_dir: Path
 ) -> None:
