@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean-store
+.PHONY: setup demo test lint airflow clean-store
 
 setup:
 	@bash scripts/setup.sh
@@ -13,6 +13,10 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+# Airflow's scheduler and UI for dags/, on http://127.0.0.1:8080; Ctrl-C stops it (docs/airflow.md).
+airflow: setup
+	@bash scripts/airflow.sh
 
 lint: setup
 	$(BIN)/ruff check .

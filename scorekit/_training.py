@@ -177,7 +177,14 @@ def build_pipeline(schema: InputSchema, task: str, algorithm: str, seed: int) ->
             domain: Any = ContinuousDomain(with_data=False, **common)
             step = make_pipeline(domain, StandardScaler()) if algorithm == "logreg" else domain
         else:
-            step = make_pipeline(CategoricalDomain(**common), OneHotEncoder(sparse_output=False))
+            # The domain and the encoder know every category of the whole data set, as the
+            # manifest's schema does: a category that fell only into the holdout split is valid
+            # (its one-hot column just gets no weight), not an error at evaluation or scoring.
+            categories = np.array(f.categories, dtype=object)
+            step = make_pipeline(
+                CategoricalDomain(data_values=[categories], **common),
+                OneHotEncoder(categories=[categories], sparse_output=False),
+            )
         steps.append((f.name, step, [f.name]))
     classification = task == "classification"
     estimators: dict[str, Any] = {
@@ -264,31 +271,34 @@ def export_pmml(pipeline: Any) -> bytes:
         return target.read_bytes()
 
 
-def train(
+@dataclass
+class Fitted:
+    """A fitted pipeline with its manifest (no version yet) and the holdout it was scored on."""
+
+    pipeline: Any
+    manifest: Manifest
+    holdout: Any  # the holdout's features (a DataFrame), for verification rows
+
+
+def fit(
     data: str | os.PathLike[str],
     target: str,
     name: str,
     *,
     algorithm: str = "logreg",
-    store: str | os.PathLike[str] | ModelStore | None = None,
     task: str | None = None,
     categorical: tuple[str, ...] = (),
     invalid: str = "error",
     seed: int = 42,
     test_size: float = 0.25,
-    promote: bool | None = None,
-) -> Manifest:
-    """Fit, evaluate on a holdout, export PMML (with verification rows) and pickle, and publish.
-
-    Returns the published manifest (its ``version`` is set). The first version of a model
-    becomes its champion unless ``promote`` says otherwise.
-    """
-    import joblib
+    extra: dict[str, Any] | None = None,
+) -> Fitted:
+    """Read ``data``, infer its schema, fit the pipeline on a split and evaluate it on the rest.
+    ``extra`` goes into the manifest (for instance the data's date)."""
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
     check_name(name)
-    model_store = open_store(store)
     training = load_training_data(data, target, task=task, categorical=categorical, invalid=invalid)
     frame = training.schema.frame(training.columns)
     y = training.target
@@ -318,22 +328,67 @@ def train(
             "holdout_rows": len(x_test),
             "seed": seed,
             "data": os.fspath(data),
+            **(extra or {}),
         },
     )
-    pipeline.verify(x_test.sample(n=min(VERIFICATION_ROWS, len(x_test)), random_state=seed))
-    pmml = export_pmml(pipeline)
-    # A standalone copy of model.pkl still knows its schema (see load_model).
-    pipeline.scorekit_manifest_ = manifest.to_dict()
-    pickled = io.BytesIO()
-    joblib.dump(pipeline, pickled)
-    version = model_store.publish(
-        manifest, {PMML_FILE: pmml, PICKLE_FILE: pickled.getvalue()}, promote=promote
+    return Fitted(pipeline, manifest, x_test)
+
+
+def export_artifacts(fitted: Fitted) -> dict[str, bytes]:
+    """The PMML (with verification rows from the holdout, so loading it checks the engine) and
+    the pickle (which carries its manifest, so a standalone copy still knows its schema)."""
+    import joblib
+
+    seed = int(fitted.manifest.extra.get("seed", 0))
+    holdout = fitted.holdout
+    fitted.pipeline.verify(
+        holdout.sample(n=min(VERIFICATION_ROWS, len(holdout)), random_state=seed)
     )
+    pmml = export_pmml(fitted.pipeline)
+    fitted.pipeline.scorekit_manifest_ = fitted.manifest.to_dict()
+    pickled = io.BytesIO()
+    joblib.dump(fitted.pipeline, pickled)
+    return {PMML_FILE: pmml, PICKLE_FILE: pickled.getvalue()}
+
+
+def train(
+    data: str | os.PathLike[str],
+    target: str,
+    name: str,
+    *,
+    algorithm: str = "logreg",
+    store: str | os.PathLike[str] | ModelStore | None = None,
+    task: str | None = None,
+    categorical: tuple[str, ...] = (),
+    invalid: str = "error",
+    seed: int = 42,
+    test_size: float = 0.25,
+    promote: bool | None = None,
+) -> Manifest:
+    """Fit, evaluate on a holdout, export PMML (with verification rows) and pickle, and publish.
+
+    Returns the published manifest (its ``version`` is set). The first version of a model
+    becomes its champion unless ``promote`` says otherwise.
+    """
+    model_store = open_store(store)
+    fitted = fit(
+        data,
+        target,
+        name,
+        algorithm=algorithm,
+        task=task,
+        categorical=categorical,
+        invalid=invalid,
+        seed=seed,
+        test_size=test_size,
+    )
+    manifest = fitted.manifest
+    version = model_store.publish(manifest, export_artifacts(fitted), promote=promote)
     log.info(
         "published %s@%s to %s (%s)",
         name,
         version,
         model_store.url,
-        ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+        ", ".join(f"{k}={v:.4f}" for k, v in manifest.metrics.items()),
     )
     return manifest

@@ -1,19 +1,44 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on the embedded default. Train a model on data/audit.csv, export it
-# (PMML + pickle), publish it to the local store as champion, score a CSV with it, summarise.
+# `make demo`: the main job on the embedded default, end to end. Raw events from data/audit.csv
+# land in PostgreSQL over several days; Airflow's nightly DAG (run with `airflow dags test`,
+# SQLite metadata) builds features, trains, compares and promotes a champion; the champion then
+# scores a CSV with three engines, rows inserted with psql (a trigger), records over HTTP (curl
+# against scorekit serve) and the rows with no score (the batch DAG); a summary table ends it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SK=.venv/bin/scorekit
-STORE=${SCOREKIT_STORE:-pmml}
 OUT=${SCOREKIT_DEMO_OUT:-out}
-export SCOREKIT_STORE=$STORE
+STORE=${SCOREKIT_STORE:-$OUT/store}
 mkdir -p "$OUT"
+if [ -z "${SCOREKIT_STORE:-}" ]; then rm -rf "$STORE"; fi  # the demo's own store starts empty
+export SCOREKIT_STORE=$STORE
 step() { printf '\n== %s\n' "$*"; }
 
-step "1. train a logistic regression on data/audit.csv, export PMML + pickle, publish to $STORE/"
-version=$($SK train --data data/audit.csv --target Adjusted --name audit --algorithm logreg --promote)
+step "1. a fresh database scorekit_demo with scorekit installed, and the raw data seeded"
+DSN=$(.venv/bin/python -c 'import sys, scorekit; from psycopg.conninfo import make_conninfo; print(make_conninfo(scorekit.database_url(), dbname="scorekit_demo"))')
+ADMIN=$($SK db url)
+psql "$ADMIN" -qX -v ON_ERROR_STOP=1 -c 'DROP DATABASE IF EXISTS scorekit_demo' -c 'CREATE DATABASE scorekit_demo'
+$SK db install --dsn "$DSN"
+.venv/bin/python scripts/seed_demo_data.py "$DSN"
 
-step "2. the store: audit@$version is champion"
+step "2. Airflow runs scorekit_nightly for three nights (airflow dags test, SQLite metadata)"
+export AIRFLOW_HOME="$PWD/$OUT/airflow" AIRFLOW__CORE__DAGS_FOLDER="$PWD/dags" \
+    AIRFLOW__CORE__LOAD_EXAMPLES=False PATH="$PWD/.venv/bin:$PATH"
+AIRFLOW_CONN_SCOREKIT_POSTGRES=$(.venv/bin/python -c 'import json, sys; from psycopg.conninfo import conninfo_to_dict; d = conninfo_to_dict(sys.argv[1]); print(json.dumps({"conn_type": "postgres", "host": d.get("host", "/var/run/postgresql"), "port": int(d.get("port", 5432)), "schema": d["dbname"], **({"login": d["user"]} if d.get("user") else {})}))' "$DSN")
+export AIRFLOW_CONN_SCOREKIT_POSTGRES
+rm -rf "$AIRFLOW_HOME"; mkdir -p "$AIRFLOW_HOME"
+airflow db migrate > "$OUT/airflow-migrate.log" 2>&1
+for night in 2026-11-16 2026-11-17 2026-11-18; do
+    if airflow dags test scorekit_nightly "${night}T02:00:00+00:00" > "$OUT/nightly-$night.log" 2>&1; then
+        echo "   scorekit_nightly $night 02:00 UTC: success (log: $OUT/nightly-$night.log)"
+    else
+        echo "   scorekit_nightly $night failed; its log: $OUT/nightly-$night.log" >&2; exit 1
+    fi
+done
+psql "$DSN" -X -c "SELECT d.partition_date AS day, e.rows_loaded AS rows, e.quarantined,
+    d.holdout_rows, round(d.challenger_score::numeric, 4) AS challenger,
+    round(d.champion_score::numeric, 4) AS champion, d.verdict, d.promoted
+    FROM etl.decisions d JOIN etl.extract_log e USING (partition_date) ORDER BY 1"
 $SK models list
 
 step "3. score data/audit_na.csv (1,899 rows, many values missing) with audit@champion"
@@ -31,12 +56,7 @@ step "5. bad input is refused with a clear message (expected to fail):"
 printf 'Age,Employment,Education,Marital,Occupation,Income,Gender,Deductions,Hours\n38,Martian,College,Unmarried,Service,81838,Female,FALSE,72\n' > "$OUT/bad.csv"
 $SK score --model audit --input "$OUT/bad.csv" --output "$OUT/bad_scored.csv" || echo "(exit code $?)"
 
-step "6. in PostgreSQL: install scorekit into a fresh database, publish audit, attach it to a table"
-DSN=$(.venv/bin/python -c 'import sys, scorekit; from psycopg.conninfo import make_conninfo; print(make_conninfo(scorekit.database_url(), dbname="scorekit_demo"))')
-ADMIN=$(.venv/bin/scorekit db url)
-psql "$ADMIN" -qX -v ON_ERROR_STOP=1 -c 'DROP DATABASE IF EXISTS scorekit_demo' -c 'CREATE DATABASE scorekit_demo'
-$SK db install --dsn "$DSN"
-$SK db publish audit --dsn "$DSN"
+step "6. in PostgreSQL: the DAG published and promoted the champion there too; attach it to a table"
 psql "$DSN" -qX -v ON_ERROR_STOP=1 -c "CREATE TABLE applications (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, age integer, employment text,
     education text, marital text, occupation text, income double precision, gender text,
@@ -70,45 +90,63 @@ curl -sS -X POST "http://127.0.0.1:$PORT/api/models/audit/predict" -H 'Content-T
           "Occupation": "Executive", "Income": 127743.82, "Gender": "Male", "Deductions": "TRUE", "Hours": 50}]'
 echo
 echo "   a record with an unseen category gets a 422 naming it (expected):"
-curl -sS -o /dev/stdout -w '\n   HTTP %{http_code}\n' -X POST "http://127.0.0.1:$PORT/api/models/audit/predict" \
+curl -sS -w '\n   HTTP %{http_code}\n' -X POST "http://127.0.0.1:$PORT/api/models/audit/predict" \
     -H 'Content-Type: application/json' -d '{"Age": 38, "Employment": "Martian", "Education": "College",
     "Marital": "Unmarried", "Occupation": "Service", "Income": 81838, "Gender": "Female",
     "Deductions": "FALSE", "Hours": 72}'
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 trap - EXIT
 
-step "9. a batch job, as cron runs it: scorekit score over a 18,990-row table, in chunks"
-psql "$DSN" -qX -v ON_ERROR_STOP=1 -c "CREATE TABLE audit_raw (age integer, employment text,
-    education text, marital text, occupation text, income double precision, gender text,
-    deductions text, hours integer, adjusted integer)" \
-  -c "\\copy audit_raw FROM 'data/audit_na.csv' (FORMAT csv, HEADER, NULL 'N/A')" \
-  -c "CREATE TABLE loans AS SELECT row_number() OVER () AS id, r.* FROM generate_series(1, 10),
-      audit_raw r" -c "ALTER TABLE loans ADD PRIMARY KEY (id)"
-$SK score --model audit --dsn "$DSN" --input-table loans --output-table loan_scores --run demo
-psql "$DSN" -X -c "SELECT id, prediction, round(probability_1::numeric, 4) AS p1, model_version,
-    run_id FROM loan_scores ORDER BY id LIMIT 3"
-echo "   run again with --resume: the finished run is not repeated"
-$SK score --model audit --dsn "$DSN" --input-table loans --output-table loan_scores --run demo --resume
+step "9. the batch step: scorekit_batch_score scores every feature row with no score yet"
+if airflow dags test scorekit_batch_score 2026-11-19T04:00:00+00:00 > "$OUT/batch.log" 2>&1; then
+    grep -o "run '[^']*' (id [0-9]*): scored .*" "$OUT/batch.log" | head -n 1 |
+        sed -e 's/ \[scorekit.pipeline\].*//' -e 's/^/   /'
+else
+    echo "   scorekit_batch_score failed; its log: $OUT/batch.log" >&2; exit 1
+fi
+echo "   the same job as cron runs it: only rows still without a score from this version"
+$SK score --model audit --dsn "$DSN" --input-table etl.features --key feature_id \
+    --output-table etl.scores --stale-only --run demo-cron ||
+    echo "   (exit code $?: a row the model refuses, an unseen occupation, is in scorekit.batch_errors)"
 
 step "summary"
 .venv/bin/python - "$OUT/audit_scored.csv" "$OUT/audit_scored_pypmml.csv" \
-    "$OUT/audit_scored_sklearn.csv" "$STORE" <<'PY'
+    "$OUT/audit_scored_sklearn.csv" "$STORE" "$DSN" <<'PY'
 import csv, sys
+import psycopg
 import scorekit
-scored, reference, pickled, store = sys.argv[1:]
+scored, reference, pickled, store_url, dsn = sys.argv[1:]
 def rows(path):
     with open(path) as f:
         return list(csv.DictReader(f))
 ours = rows(scored)
-manifest = scorekit.open_store(store).bundle("audit", scorekit.open_store(store).resolve("audit")).manifest
-print(f"model         {manifest.ref} ({manifest.algorithm}), created {manifest.created[:19]}")
-print("holdout       " + ", ".join(f"{k} {v:.4f}" for k, v in manifest.metrics.items()))
-print(f"scored        {len(ours)} rows -> {scored}")
-print(f"flagged       {sum(r['prediction'] == '1' for r in ours)} rows predicted Adjusted=1")
+store = scorekit.open_store(store_url)
+manifest = store.manifest("audit", store.resolve("audit"))
+with psycopg.connect(dsn) as conn:
+    q = lambda sql: conn.execute(sql).fetchall()
+    nights = q("SELECT partition_date, metric, challenger_score, champion_score, promoted, "
+               "published_version FROM etl.decisions ORDER BY 1")
+    in_db = q("SELECT count(*) FILTER (WHERE prediction IS NOT NULL), count(*) FROM applications")[0]
+    batch = q("SELECT count(*), min(model_version), max(model_version) FROM etl.scores")[0]
+    drift = q("SELECT partition_date, feature, psi, drifted FROM etl.drift ORDER BY psi DESC")
+    in_db_champion = q("SELECT scorekit.champion('audit')")[0][0]
+print(f"champion        {manifest.ref} ({manifest.algorithm}); in the database: version {in_db_champion}")
+print("holdout         " + ", ".join(f"{k} {v:.4f}" for k, v in manifest.metrics.items()))
+for day, metric, challenger, champion, promoted, version in nights:
+    against = f" vs champion {champion:.4f}" if champion is not None else " (no champion yet)"
+    what = f"promoted as version {version}" if promoted else "champion kept"
+    print(f"night of {day}  challenger {metric} {challenger:.4f}{against}: {what}")
+print("rows scored     "
+      f"CLI file {len(ours)}; database trigger {in_db[0]} of {in_db[1]} inserted; "
+      f"HTTP 2 records; batch DAG {batch[0]} (model version {batch[1]})")
 for name, other in (("pypmml", rows(reference)), ("sklearn", rows(pickled))):
     same = sum(x["prediction"] == y["prediction"] for x, y in zip(ours, other))
     worst = max(abs(float(x["probability(1)"]) - float(y["probability(1)"]))
                 for x, y in zip(ours, other))
     print(f"native vs {name:8} {same}/{len(ours)} labels equal, "
           f"max |diff| of probability(1) {worst:.1e}")
+if drift:
+    day = drift[0][0]
+    top = ", ".join(f"{f} {p:.3f}{' (over threshold)' if d else ''}" for _, f, p, d in drift[:3])
+    print(f"drift {day}   highest PSI: {top}")
 PY

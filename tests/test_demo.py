@@ -24,7 +24,7 @@ def test_demo_script_ends_with_a_summary(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "unseen category 'Martian'" in result.stderr
@@ -35,5 +35,9 @@ def test_demo_script_ends_with_a_summary(tmp_path: Path) -> None:
     assert "HTTP 422" in result.stdout
     assert (tmp_path / "out" / "audit_scored.csv").is_file()
     assert not (tmp_path / "out" / "bad_scored.csv").exists()
-    assert "scored 18,990 rows of public.loans" in result.stderr  # the batch job
-    assert "already finished" in result.stderr
+    assert "scorekit_nightly 2026-11-18 02:00 UTC: success" in result.stdout  # Airflow
+    assert "night of 2026-11-15  challenger roc_auc" in result.stdout
+    assert "promoted as version 1" in result.stdout
+    assert "rows scored     CLI file 1899; database trigger 3 of 3" in result.stdout
+    assert "scored 1,424 rows of etl.features" in result.stdout  # the batch DAG
+    assert "drift 2026-11-17   highest PSI" in result.stdout
