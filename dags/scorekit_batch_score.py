@@ -2,7 +2,7 @@
 at 04:00 UTC as a fallback, score the feature rows that have no score from the champion's
 version yet, through the same batch path as `scorekit score` (resumable, locked, each score with
 its model version); then report drift of the latest day's inputs against the champion's
-training data."""
+training data, failing the drift_alert task (so the run shows it) when a feature drifted."""
 
 from __future__ import annotations
 
@@ -35,13 +35,27 @@ def scorekit_batch_score() -> None:
         return {"scored": result.rows_scored, "failed": result.rows_failed, "model": result.model}
 
     @task
-    def drift(logical_date: Any = None, run_after: Any = None) -> dict[str, float]:
+    def drift(dag_run: Any = None) -> dict[str, float]:
         from scorekit._pipeline import drift, partition_of
 
-        # Asset-triggered runs have no logical date: they report on the day before the run.
-        return drift(settings(), partition_of(logical_date or run_after))
+        # An Asset-triggered run has no logical date: it reports on the day before it ran.
+        return drift(settings(), partition_of(dag_run.logical_date or dag_run.run_after))
 
-    score() >> drift()
+    @task(retries=0)
+    def drift_alert(psi: Any) -> None:
+        """Fails (marking the run) when a feature's PSI is over the threshold; the scores are
+        written by then, and etl.drift holds the figures."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from scorekit._pipeline import drifted
+
+        over = drifted(settings(), psi)
+        if over:
+            raise AirflowFailException(f"drift over the threshold: {over}")
+
+    figures = drift()
+    score() >> figures
+    drift_alert(figures)
 
 
 scorekit_batch_score()

@@ -16,10 +16,11 @@ from airflow.sdk import dag, task
 from scorekit_settings import CHAMPION, DEFAULT_ARGS, settings
 
 
-def _partition(logical_date: dt.datetime) -> dt.date:
+def _partition(dag_run: Any) -> dt.date:
+    """The run's partition, from its logical date (a manual run without one: when it ran)."""
     from scorekit._pipeline import partition_of
 
-    return partition_of(logical_date)
+    return partition_of(dag_run.logical_date or dag_run.run_after)
 
 
 @dag(
@@ -34,23 +35,23 @@ def _partition(logical_date: dt.datetime) -> dt.date:
 )
 def scorekit_nightly() -> None:
     @task
-    def extract(logical_date: Any = None) -> dict[str, Any]:
+    def extract(dag_run: Any = None) -> dict[str, Any]:
         from scorekit._pipeline import extract
 
-        counts = extract(settings(), _partition(logical_date))
+        counts = extract(settings(), _partition(dag_run))
         return {"rows": counts.rows_loaded, "quarantined": counts.quarantined}
 
     @task
-    def train(logical_date: Any = None) -> dict[str, Any]:
+    def train(dag_run: Any = None) -> dict[str, Any]:
         from scorekit._pipeline import train_challenger
 
-        return train_challenger(settings(), _partition(logical_date))
+        return train_challenger(settings(), _partition(dag_run))
 
     @task
-    def evaluate(logical_date: Any = None) -> dict[str, Any]:
+    def evaluate(dag_run: Any = None) -> dict[str, Any]:
         from scorekit._pipeline import evaluate
 
-        return evaluate(settings(), _partition(logical_date))
+        return evaluate(settings(), _partition(dag_run))
 
     # Task arguments fed from another task's result arrive as XComArgs when the DAG is built,
     # hence Any: at run time they are the upstream task's return value.
@@ -60,22 +61,22 @@ def scorekit_nightly() -> None:
         return bool(evaluation["promote"])
 
     @task
-    def export_and_verify(logical_date: Any = None) -> dict[str, Any]:
+    def export_and_verify(dag_run: Any = None) -> dict[str, Any]:
         from scorekit._pipeline import export_and_verify
 
-        return export_and_verify(settings(), _partition(logical_date))
+        return export_and_verify(settings(), _partition(dag_run))
 
     @task
-    def publish(logical_date: Any = None) -> str:
+    def publish(dag_run: Any = None) -> str:
         from scorekit._pipeline import publish
 
-        return publish(settings(), _partition(logical_date))
+        return publish(settings(), _partition(dag_run))
 
     @task(outlets=[CHAMPION])
-    def promote(version: Any, logical_date: Any = None) -> str:
+    def promote(version: Any, dag_run: Any = None) -> str:
         from scorekit._pipeline import promote
 
-        return promote(settings(), _partition(logical_date), str(version))
+        return promote(settings(), _partition(dag_run), str(version))
 
     evaluation = evaluate()
     extract() >> train() >> evaluation

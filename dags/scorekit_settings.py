@@ -30,6 +30,7 @@ def settings() -> Any:
 
     connection = Connection.get(CONNECTION_ID)
     parts = {
+        **(connection.extra_dejson or {}),  # sslmode and other libpq options
         "host": connection.host,
         "port": connection.port,
         "user": connection.login,

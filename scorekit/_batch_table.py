@@ -310,7 +310,7 @@ def run_table(job: BatchJob, progress_stream: TextIO | None = None) -> BatchResu
                     model, out.columns, dict(job.outputs), out.display, CLI_OPTIONS
                 )
             plan = _plan(
-                job, features, state, reader, source, key, out, outputs, model, run_id,
+                job, target, features, state, reader, source, key, out, outputs, model, run_id,
                 target_ref.dsn, source_ref.dsn,
             )  # fmt: skip
             parts = _partitions(job, state, reader, plan)
@@ -501,6 +501,7 @@ def _check_where(conn: Any, source: Table, where: str | None) -> None:
 
 def _plan(
     job: BatchJob,
+    target: str,
     features: dict[str, str],
     state: Any,
     reader: Any,
@@ -532,6 +533,16 @@ def _plan(
         # The condition is the operator's SQL, as in psql; % is doubled as psycopg needs.
         conditions.append(sql.SQL("({})").format(sql.SQL(job.where.replace("%", "%%"))))
     if job.stale_only:
+        # A row this model version refused into this target stays refused until its values
+        # change (then delete its scorekit.batch_errors rows), so it is not retried every run.
+        conditions.append(
+            sql.SQL(
+                "NOT EXISTS (SELECT 1 FROM scorekit.batch_errors e JOIN scorekit.batch_runs r "
+                "USING (run_id) WHERE r.model = %s AND r.version = %s AND r.target = %s "
+                "AND e.key = t.{}::text)"
+            ).format(sql.Identifier(key))
+        )
+        params += [model.name, model.version, target]
         if job.write_back:
             conditions.append(
                 sql.SQL("t.{} IS DISTINCT FROM %s").format(sql.Identifier(job.version_column))

@@ -7,7 +7,8 @@ Keys, the same in an S3 bucket and a blob container::
     <input prefix><model>[@<version>]/<name>.csv  ->  <output prefix><model>[@<version>]/<name>.csv
                                                     or <input key>.error.json
 
-The adapters (functions/aws_lambda.py) bring the object's byte stream and upload the results;
+The adapters (functions/aws_lambda.py for S3, functions/azure_blob.py for Azure Blob Storage)
+bring the object's byte stream and upload the results;
 this module works on plain streams and local files, so memory holds one chunk, not the file.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +42,29 @@ class DropOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v not in (None, "")}
+
+
+class ByteChunks(io.RawIOBase):
+    """A readable byte stream over an iterator of byte chunks (a blob download's ``chunks()``),
+    so a CSV reader can consume a download without holding all of it."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
 
 
 def wants(key: str, input_prefix: str) -> bool:

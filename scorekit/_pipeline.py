@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,7 +257,7 @@ def _unusual(manifest: Manifest | None, rows: list[tuple[Any, ...]]) -> tuple[in
         spec = manifest.schema[name]
         values = [row[j] for row in rows]
         strict = dataclasses.replace(spec, invalid_treatment="return_invalid")
-        _, problems = strict.prepare(values)
+        _, problems, _ = strict._prepare(values, 0, len(values))
         invalid += len(problems)
         if spec.is_continuous and spec.observed_range is not None:
             low, high = spec.observed_range
@@ -322,7 +323,12 @@ def train_challenger(settings: Settings, partition: dt.date) -> dict[str, Any]:
             settings.model,
             algorithm=settings.algorithm,
             invalid=settings.invalid,
-            extra={"partition_date": partition.isoformat(), "trained_by": "scorekit_nightly"},
+            extra={
+                "partition_date": partition.isoformat(),
+                "trained_by": "scorekit_nightly",
+                # which training this is: a retried publish finds its version by it
+                "challenger_id": uuid.uuid4().hex,
+            },
         )
     fitted.manifest.extra["data"] = f"etl.features up to {partition}"
     buffer = io.BytesIO()
@@ -366,23 +372,62 @@ def _load_fitted(conn: Any, settings: Settings, partition: dt.date) -> Any:
     return Fitted(saved["pipeline"], Manifest.from_dict(saved["manifest"]), saved["holdout"])
 
 
-def _metric(model: Model, columns: dict[str, list[Any]], y: list[int]) -> tuple[str, float, int]:
-    """The model's score on the rows it can score: (metric, value, rows). ROC AUC for
-    classifiers, negative RMSE for regressions (higher is better either way)."""
+def _metric(model: Model, scored: dict[str, np.ndarray], truth: list[Any]) -> tuple[str, float]:
+    """(metric, value) of ``scored`` against ``truth``: ROC AUC for classifiers, negative RMSE
+    for regressions (higher is better either way)."""
     from sklearn import metrics
 
-    scored, kept, _problems = model.predict_partial(columns)
-    truth = [y[i] for i in kept.tolist()]
     if model.task == "regression":
         error = math.sqrt(metrics.mean_squared_error(truth, scored["prediction"]))
-        return "neg_rmse", -error, len(truth)
+        return "neg_rmse", -error
     classes = model.classes or []
     probabilities = np.column_stack([scored[f"probability({c})"] for c in classes])
     if len(classes) == 2:
         value = metrics.roc_auc_score([t == classes[1] for t in truth], probabilities[:, 1])
     else:
         value = metrics.roc_auc_score(truth, probabilities, multi_class="ovr", labels=classes)
-    return "roc_auc", float(value), len(truth)
+    return "roc_auc", float(value)
+
+
+def _on_common_rows(
+    models: list[Model], columns: dict[str, list[Any]], y: list[Any]
+) -> tuple[list[tuple[str, float]], int]:
+    """Each model's metric on the holdout rows every one of them can score (a row one model
+    refuses, such as a category only the other has seen, is left out for all)."""
+    kept = None
+    for model in models:
+        _, rows, _ = model.predict_partial(columns)
+        kept = set(rows.tolist()) if kept is None else kept & set(rows.tolist())
+    common = sorted(kept or [])
+    subset = {name: [values[i] for i in common] for name, values in columns.items()}
+    truth = [y[i] for i in common]
+    return [_metric(model, model.predict_columns(subset), truth) for model in models], len(common)
+
+
+def champions(settings: Settings) -> tuple[str | None, str | None]:
+    """The champion's version in the store and in the database (None: no champion there)."""
+    store = open_store(settings.store)
+    try:
+        in_store: str | None = store.resolve(settings.model)
+    except ModelNotFoundError:
+        in_store = None
+    with _connect(settings.dsn) as conn:
+        row = conn.execute("SELECT scorekit.champion(%s)", [settings.model]).fetchone()
+    return in_store, (None if row is None or row[0] is None else str(row[0]))
+
+
+def _check_champions_agree(settings: Settings) -> str | None:
+    """The champion, refusing to go on when the store and the database disagree (a promote
+    that stopped half way): deciding against either would be deciding against the wrong one."""
+    in_store, in_db = champions(settings)
+    if in_store != in_db:
+        raise ModelError(
+            f"the champion of {settings.model} is version {in_store} in the store "
+            f"({settings.store}) but {in_db} in the database; finish or undo the promote "
+            f"(scorekit models promote / scorekit db promote {settings.model} <version>) "
+            "before the pipeline decides anything"
+        )
+    return in_store
 
 
 def evaluate(settings: Settings, partition: dt.date) -> dict[str, Any]:
@@ -400,23 +445,28 @@ def evaluate(settings: Settings, partition: dt.date) -> dict[str, Any]:
     columns = {name: [row[j] for row in rows] for j, name in enumerate(FEATURES)}
     y = [int(row[-1]) for row in rows]
     challenger = Model(fitted.manifest, SklearnScorer(fitted.pipeline, fitted.manifest))
-    metric, challenger_score, n = _metric(challenger, columns, y)
-    champion_version = champion_score = None
-    try:
-        champion = load_model(f"{settings.model}@{CHAMPION}", engine="native", store=settings.store)
-    except ModelNotFoundError:
-        champion = None
-    if champion is None:
+    champion_version = _check_champions_agree(settings)
+    champion_score = None
+    if champion_version is None:
+        ((metric, challenger_score),), n = _on_common_rows([challenger], columns, y)
         verdict = "promote"
         reason = "no champion yet"
     else:
-        champion_version = champion.version
-        _, champion_score, _ = _metric(champion, columns, y)
+        champion = load_model(
+            f"{settings.model}@{champion_version}", engine="native", store=settings.store
+        )
+        trained_on = champion.manifest.extra.get("partition_date")
+        scores, n = _on_common_rows([challenger, champion], columns, y)
+        (metric, challenger_score), (_, champion_score) = scores
         better = challenger_score - champion_score
-        verdict = "promote" if better >= settings.margin else "keep champion"
+        if trained_on and trained_on > partition.isoformat():
+            verdict = "older than the champion's data"
+        else:
+            verdict = "promote" if better >= settings.margin else "keep champion"
         reason = (
             f"challenger {metric} {challenger_score:.4f} vs champion {champion.ref} "
-            f"{champion_score:.4f}: {better:+.4f} (margin {settings.margin})"
+            f"{champion_score:.4f} on the same {n} holdout rows: {better:+.4f} (margin "
+            f"{settings.margin}); {verdict}"
         )
     with _connect(settings.dsn) as conn:
         conn.execute(
@@ -486,19 +536,20 @@ def export_and_verify(settings: Settings, partition: dt.date) -> dict[str, Any]:
 
 def publish(settings: Settings, partition: dt.date) -> str:
     """Publish the verified challenger to the store and the database, unpromoted; returns its
-    version. A partition publishes once: a retry finds the version it published."""
+    version. A challenger publishes once: a retry finds the version by its challenger_id."""
     from . import _db
     from ._bundle import PICKLE_FILE, PMML_FILE
 
     store = open_store(settings.store)
+    with _connect(settings.dsn) as conn:
+        fitted = _load_fitted(conn, settings, partition)
+    challenger = fitted.manifest.extra["challenger_id"]
     for version in store.versions(settings.model):
-        extra = store.manifest(settings.model, version).extra
-        if extra.get("partition_date") == partition.isoformat():
+        if store.manifest(settings.model, version).extra.get("challenger_id") == challenger:
             log.info("%s's challenger was published as version %s", partition, version)
             break
     else:
         with _connect(settings.dsn) as conn:
-            fitted = _load_fitted(conn, settings, partition)
             row = conn.execute(
                 "SELECT pmml, pickle FROM etl.challengers WHERE model = %s AND partition_date = %s",
                 [settings.model, partition],
@@ -519,12 +570,33 @@ def publish(settings: Settings, partition: dt.date) -> str:
 
 
 def promote(settings: Settings, partition: dt.date, version: str) -> str:
-    """Make ``version`` the champion in the store and in the database."""
+    """Make ``version`` the champion in the store and in the database, only if the champion
+    is still the one it was evaluated against (a late retry or a backfill must not replace a
+    newer champion). Each side is skipped when it already has it, so a retry after a crash
+    between the two finishes the job without adding history."""
     from . import _db
 
-    store = open_store(settings.store)
-    store.promote(settings.model, version)
-    _db.promote(settings.model, int(version), settings.dsn)
+    with _connect(settings.dsn) as conn:
+        row = conn.execute(
+            "SELECT champion_version, verdict FROM etl.decisions WHERE model = %s "
+            "AND partition_date = %s",
+            [settings.model, partition],
+        ).fetchone()
+    if row is None or row[1] != "promote":
+        raise ModelError(f"no decision to promote {settings.model} for {partition}")
+    evaluated_against = row[0]
+    in_store, in_db = champions(settings)
+    done = {version}
+    if in_store not in (evaluated_against, version) or in_db not in (evaluated_against, version):
+        raise ModelError(
+            f"{settings.model}@{version} was evaluated against champion {evaluated_against}, "
+            f"but the champion is now {in_store} in the store and {in_db} in the database; "
+            f"rerun the evaluation for {partition} instead of promoting"
+        )
+    if in_store not in done:
+        open_store(settings.store).promote(settings.model, version)
+    if in_db not in done:
+        _db.promote(settings.model, int(version), settings.dsn)
     with _connect(settings.dsn) as conn:
         conn.execute(
             "UPDATE etl.decisions SET promoted = true WHERE model = %s AND partition_date = %s",
@@ -593,9 +665,9 @@ def population_stability(training: list[Any], current: list[Any], continuous: bo
 
 
 def drift(settings: Settings, partition: dt.date) -> dict[str, float]:
-    """PSI per feature between the champion's training rows and the inputs of the last day up
-    to ``partition``, kept in etl.drift under that day; features over
-    ``settings.drift_threshold`` are logged as warnings."""
+    """PSI per feature between the champion's training rows and the scored inputs of the last
+    day up to ``partition`` that has any, kept in etl.drift under that day; features over
+    ``settings.drift_threshold`` are logged as warnings (and flagged in the table)."""
     manifest = _champion_manifest(settings)
     if manifest is None:
         raise ModelNotFoundError(f"{settings.model} has no champion in {settings.store} yet")
@@ -606,12 +678,19 @@ def drift(settings: Settings, partition: dt.date) -> dict[str, float]:
             if trained_through
             else []
         )
-        # The last day with inputs up to the partition (its own, unless it brought none).
+        if conn.execute("SELECT to_regclass('etl.scores')").fetchone()[0] is None:
+            log.warning("drift for %s: nothing scored yet (etl.scores is absent)", partition)
+            return {}
+        # The last day with scored inputs up to the partition (its own, unless it has none).
         latest = conn.execute(
-            "SELECT max(feature_date) FROM etl.features WHERE feature_date <= %s", [partition]
+            "SELECT max(feature_date) FROM etl.features f JOIN etl.scores s USING (feature_id) "
+            "WHERE f.feature_date <= %s",
+            [partition],
         ).fetchone()[0]
+        columns = ", ".join(f"f.{c}" for c in FEATURES.values())
         current = conn.execute(
-            f"SELECT {', '.join(FEATURES.values())} FROM etl.features WHERE feature_date = %s",
+            f"SELECT {columns} FROM etl.features f JOIN etl.scores s USING (feature_id) "
+            "WHERE f.feature_date = %s",
             [latest],
         ).fetchall()
         partition = latest or partition
@@ -648,3 +727,9 @@ def drift(settings: Settings, partition: dt.date) -> dict[str, float]:
             "drift for %s: every feature's PSI is under %s", partition, settings.drift_threshold
         )
     return psi
+
+
+def drifted(settings: Settings, psi: Mapping[str, float]) -> str:
+    """The features over the drift threshold, in words ("" when none)."""
+    over = {k: v for k, v in psi.items() if v > settings.drift_threshold}
+    return ", ".join(f"{k} PSI {v:.3f} > {settings.drift_threshold}" for k, v in over.items())

@@ -2,7 +2,8 @@
 # Make a fresh Debian 12 machine ready for scorekit; a second run changes nothing and is fast.
 #   1. Debian packages, where missing: PostgreSQL with plpython3u, python3-venv, a headless JRE, libpq-dev,
 #      curl.
-#   2. .venv from /usr/bin/python3 (the interpreter PL/Python embeds), pinned requirements.
+#   2. .venv from /usr/bin/python3 (the interpreter PL/Python embeds), pinned requirements, and
+#      Azurite (npm) for the tests of Azure file drops.
 #   3. A running PostgreSQL: $SCOREKIT_DSN if set, else the local cluster, with a database "scorekit"
 #      and a superuser role for the current OS user (peer authentication, no password prompts).
 set -euo pipefail
@@ -54,6 +55,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$VENV/bin/pip" install -q -r "$ROOT/requirements-dev.txt"
     "$VENV/bin/pip" install -q --no-deps -e "$ROOT"
     echo "$want" > "$stamp"
+fi
+
+# --- 2b. Azurite, the Azure Storage emulator the tests of Azure file drops run against ---------
+AZURITE_VERSION=3.37.0
+azurite_dir="$VENV/azurite"
+if ! grep -qs "\"version\": \"$AZURITE_VERSION\"" "$azurite_dir/node_modules/azurite/package.json"; then
+    if ! command -v npm >/dev/null 2>&1; then
+        say "installing Debian packages: nodejs npm"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    fi
+    say "installing azurite $AZURITE_VERSION into $azurite_dir"
+    npm install --prefix "$azurite_dir" --no-fund --no-audit --loglevel=error \
+        "azurite@$AZURITE_VERSION" >/dev/null
 fi
 
 # --- 3. PostgreSQL ---------------------------------------------------------------------------

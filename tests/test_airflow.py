@@ -136,7 +136,7 @@ print(json.dumps(out))
     assert nightly["catchup"] is False and nightly["max_active_runs"] == 1
     assert nightly["retries"] == 2
     batch = found["dags"]["scorekit_batch_score"]
-    assert batch["tasks"] == ["drift", "score"]
+    assert batch["tasks"] == ["drift", "drift_alert", "score"]
     assert batch["cron"] == "0 4 * * *"
     assert "scorekit_champion_audit" in str(batch["assets"])
     assert found["heavy"] == []
@@ -226,5 +226,7 @@ def test_batch_dag_scores_exactly_the_unscored_rows(airflow_db: dict[str, Any]) 
     assert added > 0
     again = dags_test(airflow_db, "scorekit_batch_score", day + dt.timedelta(days=1))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    # the row the model refused is not retried: the day's rows are scored, and nothing fails
     assert f"scored {added:,} rows of etl.features" in again.stdout + again.stderr
+    assert "no row failed" in again.stdout + again.stderr
     assert query(airflow_db, "SELECT count(*) FROM etl.scores")[0][0] == features - 1 + added

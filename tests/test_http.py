@@ -315,8 +315,8 @@ def import_adapter(module_name: str, store: str) -> Any:
 @pytest.fixture(scope="module")
 def azure_function(session_store, audit) -> Any:
     module = import_adapter("function_app", str(session_store.url))
-    (function,) = module.app.get_functions()  # get_functions() once per app
-    return function.get_user_function()
+    functions = {f.get_function_name(): f for f in module.app.get_functions()}  # once per app
+    return functions["scorekit_http"].get_user_function()
 
 
 def test_azure_function_in_process(azure_function, audit, session_store) -> None:

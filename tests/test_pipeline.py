@@ -92,10 +92,61 @@ def test_a_partition_publishes_once(settings: _pipeline.Settings) -> None:
     with pytest.raises(scorekit.ModelNotFoundError, match="no champion"):
         _pipeline.drift(settings, FIRST_DAY)  # published, but not promoted yet
     _pipeline.promote(settings, FIRST_DAY, version)
+    assert _pipeline.drift(settings, FIRST_DAY) == {}  # nothing scored yet
+    assert _pipeline.score_unscored(settings, "scores").rows_scored > 0
     psi = _pipeline.drift(settings, FIRST_DAY + dt.timedelta(days=2))
     assert set(psi) == set(_pipeline.FEATURES) and all(v >= 0 for v in psi.values())
     with pytest.raises(scorekit.ModelNotFoundError, match="no challenger of audit"):
         _pipeline.evaluate(settings, FIRST_DAY - dt.timedelta(days=30))
+
+
+def test_extract_quarantines_huge_numbers_and_superseded_documents(
+    settings: _pipeline.Settings,
+) -> None:
+    import json
+
+    day = dt.date(2026, 12, 1)
+    good = {"Age": "38", "Employment": "Private", "Education": "College", "Marital": "Married",
+            "Occupation": "Service", "Income": "81838", "Gender": "Female",
+            "Deductions": "FALSE", "Hours": "40"}  # fmt: skip
+    events = [
+        (90001, 9001, {**good, "Income": "1e400"}),
+        (90002, 9002, {**good, "Age": "41"}),
+        (90003, 9002, {**good, "Age": "42"}),  # the same application again: this one counts
+    ]
+    with psycopg.connect(settings.dsn) as conn:
+        for event, application, payload in events:
+            conn.execute(
+                "INSERT INTO etl.raw_applications VALUES (%s, %s, %s, %s)",
+                [event, application, day, json.dumps(payload)],
+            )
+    counts = _pipeline.extract(settings, day)
+    assert (counts.rows_loaded, counts.quarantined) == (1, 2)
+    assert query(settings, "SELECT age FROM etl.features WHERE feature_date = %s", day) == [(42.0,)]
+    assert query(
+        settings, "SELECT problem FROM etl.quarantine WHERE partition_date = %s ORDER BY 1", day
+    ) == [
+        ("Income is not a number: 1e400",),
+        ("superseded by a later document for application 9002",),
+    ]
+
+
+def test_promote_refuses_when_the_champions_disagree_or_there_is_no_decision(
+    settings: _pipeline.Settings,
+) -> None:
+    from scorekit import _db
+
+    day = FIRST_DAY + dt.timedelta(days=2)
+    _pipeline.train_challenger(settings, day)
+    assert not _pipeline.evaluate(settings, day)["promote"]
+    with pytest.raises(scorekit.ModelError, match="no decision to promote"):
+        _pipeline.promote(settings, day, "1")
+    _pipeline.export_and_verify(settings, day)
+    version = _pipeline.publish(settings, day)
+    _db.promote("audit", int(version), settings.dsn)  # half a promote: the database only
+    with pytest.raises(scorekit.ModelError, match=f"version 1 in the store .* but {version} in"):
+        _pipeline.evaluate(settings, day)
+    _db.promote("audit", 1, settings.dsn)
 
 
 def test_population_stability() -> None:

@@ -7,9 +7,13 @@
 -- absent from its document, a number that is not one, a label that is not 0 or 1) goes to
 -- etl.quarantine with the reason.
 
+-- The day's documents; an application sent twice that day keeps its latest document, and the
+-- earlier one is quarantined as superseded.
 CREATE TEMP TABLE day_raw ON COMMIT DROP AS
 SELECT r.event_id, r.application_id, r.payload,
        CASE
+           WHEN r.event_id <> max(r.event_id) OVER (PARTITION BY r.application_id)
+               THEN 'superseded by a later document for application ' || r.application_id
            WHEN NOT r.payload ?& ARRAY['Age', 'Employment', 'Education', 'Marital', 'Occupation',
                                       'Income', 'Gender', 'Deductions', 'Hours']
                THEN 'absent field(s): ' || array_to_string(ARRAY(

@@ -61,11 +61,16 @@ LANGUAGE sql IMMUTABLE AS $$
                 THEN NULL ELSE btrim(value) END
 $$;
 
--- Whether a raw value is missing or a finite number.
+-- Whether a raw value is missing or a number a double precision column can hold.
 CREATE OR REPLACE FUNCTION etl.is_number(value text) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT etl.present(value) IS NULL
-        OR etl.present(value) ~ '^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$'
+    -- CASE, not AND: the cast must only ever see text the pattern accepted.
+    SELECT CASE
+        WHEN etl.present(value) IS NULL THEN true
+        WHEN etl.present(value) !~ '^[-+]?([0-9]{1,250}[.]?[0-9]{0,30}|[.][0-9]{1,30})([eE][-+]?[0-9]{1,3})?$'
+            THEN false
+        ELSE abs(etl.present(value)::numeric) < 1e300
+    END
 $$;
 
 -- What each night's extract saw (its run log, also written to the task log).
