@@ -213,6 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("openapi", help="print the HTTP routes' OpenAPI document (JSON)")
 
+    package = commands.add_parser(
+        "package", help="a lean deployment package for AWS Lambda or Azure Functions"
+    )
+    targets = package.add_subparsers(dest="platform", required=True, metavar="PLATFORM")
+    for platform, default, what in (
+        ("lambda", "dist/lambda.zip", "a zip for AWS Lambda (python3.11)"),
+        ("azure", "dist/azure", "a Function App folder for Azure Functions (Python 3.11)"),
+    ):
+        target = targets.add_parser(platform, help=what)
+        target.add_argument("--model", required=True, help="name[@version|@alias] in the store")
+        target.add_argument("--output", default=default, help=f"(default {default})")
+        target.add_argument(
+            "--extra",
+            nargs="+",
+            default=[],
+            choices=["sklearn", "s3"],
+            help="also package the sklearn engine (scikit-learn, pandas, the pickle) or boto3",
+        )
+        _add_store(target)
+
     bench = commands.add_parser("bench", help="benchmarks that write docs/benchmarks.md")
     bench_kinds = bench.add_subparsers(dest="kind", required=True, metavar="KIND")
     engines = _bench_parser(bench_kinds, "engines", "sklearn vs pypmml vs native, side by side")
@@ -582,6 +602,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.execve(sys.executable, argv, env)
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from ._package import package_azure, package_lambda
+
+    build = package_lambda if args.platform == "lambda" else package_azure
+    report = build(args.model, args.output, store=args.store, extras=tuple(args.extra))
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     from ._openapi import openapi_document
 
@@ -597,6 +627,7 @@ COMMANDS = {
     "db": cmd_db,
     "serve": cmd_serve,
     "openapi": cmd_openapi,
+    "package": cmd_package,
 }
 
 

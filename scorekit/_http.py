@@ -76,6 +76,7 @@ class Settings:
     max_body: int = DEFAULT_MAX_BODY
     max_rows: int = DEFAULT_MAX_ROWS
     cache_dir: str | None = None  # local copies of an S3 store's published versions
+    preload: tuple[str, ...] = ()  # models loaded when the app starts, not on first request
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -98,6 +99,11 @@ class Settings:
             max_body=int(number("SCOREKIT_MAX_BODY", DEFAULT_MAX_BODY)),
             max_rows=int(number("SCOREKIT_MAX_ROWS", DEFAULT_MAX_ROWS)),
             cache_dir=environ.get("SCOREKIT_CACHE_DIR") or None,
+            preload=tuple(
+                name.strip()
+                for name in environ.get("SCOREKIT_PRELOAD", "").split(",")
+                if name.strip()
+            ),
         )
 
 
@@ -187,6 +193,11 @@ class HttpApp:
             self.settings.engine,
             self.settings.refresh_seconds,
         )
+        for name in self.settings.preload:  # in a cold start, not in the first request
+            try:
+                self.models.get(name)
+            except ScorekitError as exc:  # served as usual later: the request gets the error
+                log.warning("could not preload model %s: %s", name, exc.message)
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
         started = time.perf_counter()

@@ -330,6 +330,10 @@ class Field:
         if self.dtype in ("integer", "double"):
             for i in _indexes_of_type(values, bool):
                 entries[i] = None
+        if None not in entries:  # every value a known category: no loop in Python
+            column[:] = [entry[0] for entry in entries]
+            codes[:] = [entry[1] for entry in entries]
+            return column, problems, codes if allowed is not None else None
         hits = [i for i, entry in enumerate(entries) if entry is not None]
         if len(hits) == n:
             column[:] = [entry[0] for entry in entries]
