@@ -28,16 +28,16 @@ FIRST_DAY = dt.date(2026, 11, 15)
 
 
 @pytest.fixture(scope="module")
-def airflow_db(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def airflow_db(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A database with scorekit installed and the raw events seeded, a model store, and an
     Airflow home with its SQLite metadata migrated; yields the DSN and the environment."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    with make_database("scorekit_airflow_test") as url:
+        yield from _airflow_home(url, tmp_path_factory)
 
-    name = f"scorekit_airflow_test_{os.getpid()}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    url = make_conninfo(dsn, dbname=name)
+
+def _airflow_home(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from psycopg.conninfo import conninfo_to_dict
+
     _db.install(url)
     _pipeline.seed_raw_events(url, ROOT / "data" / "audit.csv", FIRST_DAY, days=5)
     home = tmp_path_factory.mktemp("airflow")
@@ -46,7 +46,7 @@ def airflow_db(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         "conn_type": "postgres",
         "host": parts.get("host", "/var/run/postgresql"),
         "port": int(parts.get("port", 5432)),
-        "schema": name,
+        "schema": parts["dbname"],
         "login": parts.get("user"),
     }
     env = {
@@ -60,11 +60,6 @@ def airflow_db(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     }
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     yield {"dsn": url, "env": env, "store": home / "store"}
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
-        )
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
 def dags_test(

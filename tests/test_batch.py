@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -64,20 +63,10 @@ def reference(store: str, data_dir: Path) -> dict[str, list[Any]]:
 
 
 @pytest.fixture(scope="module")
-def db(dsn: str) -> Iterator[str]:
+def db(make_database) -> Iterator[str]:
     """A database of this module's own; yields its DSN."""
-    from psycopg.conninfo import make_conninfo
-
-    name = f"scorekit_batch_test_{os.getpid()}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    yield make_conninfo(dsn, dbname=name)
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
-        )
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+    with make_database("scorekit_batch_test") as url:
+        yield url
 
 
 @pytest.fixture

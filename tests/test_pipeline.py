@@ -5,7 +5,6 @@ publishes once, and the drift figures behave."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,13 @@ FIRST_DAY = dt.date(2026, 11, 15)
 
 
 @pytest.fixture(scope="module")
-def settings(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_pipeline.Settings]:
-    from psycopg.conninfo import make_conninfo
-
-    name = f"scorekit_pipeline_test_{os.getpid()}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    url = make_conninfo(dsn, dbname=name)
-    _db.install(url)
-    _pipeline.seed_raw_events(url, ROOT / "data" / "audit.csv", FIRST_DAY, days=5)
-    yield _pipeline.Settings(url, str(tmp_path_factory.mktemp("store")))
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
-        )
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+def settings(
+    make_database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_pipeline.Settings]:
+    with make_database("scorekit_pipeline_test") as url:
+        _db.install(url)
+        _pipeline.seed_raw_events(url, ROOT / "data" / "audit.csv", FIRST_DAY, days=5)
+        yield _pipeline.Settings(url, str(tmp_path_factory.mktemp("store")))
 
 
 def query(settings: _pipeline.Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
