@@ -151,10 +151,10 @@ def _table(conn: Any, name: str, option: str) -> Table | None:
     if kind not in ("r", "p"):
         raise UsageError(f"{option} {name} is not an ordinary table")
     columns = {
-        r[0]: Column(r[0], r[1], r[2])
+        r[0]: Column(r[0], r[1], r[2], r[3])
         for r in conn.execute(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typcategory::text "
-            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typcategory::text, "
+            "a.atttypid::bigint FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
             "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             [oid],
         )
@@ -517,14 +517,23 @@ def _plan(
     from psycopg import sql
 
     schema = model.manifest.schema
-    selected: list[Any] = [sql.Identifier(key)]
+    # Rows arrive in the binary format, which psycopg reads only for built-in types: a type of
+    # an extension or the user's (citext, an enum) is read as text instead.
+    as_text = sql.SQL("{}::text")
+    key_column = source.columns[key]
+    selected: list[Any] = [
+        as_text.format(sql.Identifier(key)) if not key_column.builtin else sql.Identifier(key)
+    ]
     for name in model.input_fields:
         column = source.columns[features[name]]
         ident = sql.Identifier(column.name)
+        continuous = schema[name].is_continuous
         # numeric arrives as Decimal, which takes the slow per-value path; float8 is exact
         # enough for a model that computes in float64 anyway.
-        if schema[name].is_continuous and is_number(column) and column.type != "double precision":
+        if continuous and is_number(column) and column.type != "double precision":
             selected.append(sql.SQL("{}::float8").format(ident))
+        elif not column.builtin or (not continuous and column.type == "real"):
+            selected.append(as_text.format(ident))  # a real category reads as written: 1.1
         else:
             selected.append(ident)
     conditions: list[Any] = []

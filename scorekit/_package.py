@@ -1,26 +1,29 @@
 """`scorekit package lambda | azure`: deployment packages with only what scoring needs.
 
-A package holds scorekit itself, numpy (from this virtualenv, which matches the platforms'
-Linux x86_64 CPython 3.11), the adapter for the platform, and one model version as a store of
-its own under ``pmml/`` (the store scorekit reads when SCOREKIT_STORE is unset), with that
-version as champion. scikit-learn, scipy, pandas, pypmml and the JVM are left out unless asked
-for (``extras=("sklearn",)`` adds what the sklearn engine needs, and the pickle). boto3 is left
-out of the Lambda package: the runtime provides it.
+A package holds scorekit itself, numpy, the adapter for the platform, and one model version as a
+store of its own under ``pmml/`` (the store scorekit reads when SCOREKIT_STORE is unset), with
+that version as champion. The libraries are installed by pip for the platform, not copied from
+this machine: wheels for CPython 3.11 on x86_64 Linux with a glibc no newer than the platform's
+(AWS Lambda's python3.11 runtime runs on Amazon Linux 2, glibc 2.26; Azure Functions' Python
+3.11 image on Debian 11, glibc 2.31). So the Lambda package takes numpy 2.2.6, the newest numpy
+with wheels for glibc 2.17. scikit-learn, scipy, pandas, pypmml and the JVM are left out unless
+asked for (``extras=("sklearn",)`` adds what the sklearn engine needs, and the pickle).
 
 The sizes are printed, and a package over its platform's limit is refused before it is written:
-AWS Lambda takes 50 MiB zipped (uploaded directly) and 250 MiB unzipped; for Azure, whose limits
-depend on the plan, scorekit stops at 1 GiB of its own accord.
+AWS Lambda takes 250 MiB unzipped (a zip over 50 MiB must be deployed from S3, as the template
+does, which the report says); for Azure, whose limits depend on the plan, scorekit stops at
+1 GiB of its own accord.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -30,16 +33,58 @@ from ._loading import looks_like_path, parse_ref
 from ._store import ModelStore, open_store
 
 MIB = 1024 * 1024
-LAMBDA_ZIPPED_LIMIT = 50 * MIB
+LAMBDA_DIRECT_UPLOAD_LIMIT = 50 * MIB
 LAMBDA_UNZIPPED_LIMIT = 250 * MIB
 AZURE_LIMIT = 1024 * MIB
 ROOT = Path(__file__).resolve().parents[1]
 STORE_DIR = "pmml"
-# What each platform's package needs besides scorekit, as distribution names.
-LAMBDA_DISTRIBUTIONS = ("numpy",)
-AZURE_DISTRIBUTIONS = ("numpy", "azure-storage-blob")  # the worker provides azure-functions
-EXTRAS = {"sklearn": ("scikit-learn", "pandas"), "s3": ("boto3",)}
-_SKIPPED_DIRS = {"__pycache__", "tests"}
+PYTHON = "3.11"
+# The platform tags pip may pick wheels from: x86_64 Linux, glibc up to the platform's.
+LAMBDA_PLATFORMS = (  # Amazon Linux 2: glibc 2.26
+    *(f"manylinux_2_{minor}_x86_64" for minor in (26, 24, 17)),
+    "manylinux2014_x86_64",
+)
+AZURE_PLATFORMS = (  # Debian 11: glibc 2.31
+    *(f"manylinux_2_{minor}_x86_64" for minor in (31, 28, 27, 24, 17)),
+    "manylinux2014_x86_64",
+)
+LAMBDA_REQUIREMENTS = ("numpy==2.2.6",)
+AZURE_REQUIREMENTS = (
+    "numpy==2.4.6",
+    "azure-storage-blob==12.31.1",
+)  # the worker brings azure-functions
+EXTRAS = ("sklearn", "s3")
+
+
+def _extra_requirements(extras: tuple[str, ...], platform: str) -> list[str]:
+    unknown = [e for e in extras if e not in EXTRAS]
+    if unknown:
+        raise UsageError(f"unknown --extra {', '.join(unknown)}; choose from {', '.join(EXTRAS)}")
+    found = []
+    if "sklearn" in extras:  # the pickle needs the scikit-learn that made it
+        found += [f"scikit-learn=={metadata.version('scikit-learn')}", "pandas"]
+    if "s3" in extras and platform == "azure":  # Lambda's runtime has boto3 already
+        found.append(f"boto3=={metadata.version('boto3')}")
+    return found
+
+
+def _pip_install(target: Path, requirements: list[str], platforms: tuple[str, ...]) -> None:
+    """Install wheels for the platform into ``target`` (no scripts, no bytecode, no tests)."""
+    argv = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--target", str(target), "--only-binary=:all:", "--no-compile",
+            "--python-version", PYTHON, "--implementation", "cp"]  # fmt: skip
+    for platform in platforms:
+        argv += ["--platform", platform]
+    done = subprocess.run([*argv, *requirements], capture_output=True, text=True)
+    if done.returncode != 0:
+        problem = [ln for ln in done.stderr.splitlines() if ln.startswith("ERROR")] or [done.stderr]
+        raise UsageError(
+            f"pip could not install {' '.join(requirements)} for CPython {PYTHON} on "
+            f"{platforms[0]}: {' '.join(problem)[-600:]}"
+        )
+    shutil.rmtree(target / "bin", ignore_errors=True)
+    for tests in [p for p in target.rglob("tests") if p.is_dir()]:
+        shutil.rmtree(tests, ignore_errors=True)
 
 
 @dataclass
@@ -49,60 +94,13 @@ class PackageReport:
     unzipped_bytes: int
     zipped_bytes: int | None
     model: str
+    notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         size = f"{self.unzipped_bytes / MIB:.1f} MiB unzipped"
         if self.zipped_bytes is not None:
             size = f"{self.zipped_bytes / MIB:.1f} MiB zipped, " + size
-        return [f"{self.path}: {self.files} files, {size}, model {self.model}"]
-
-
-def _requirements(name: str) -> list[str]:
-    """The distributions ``name`` depends on (extras and markers for other platforms ignored)."""
-    found = []
-    for requirement in metadata.requires(name) or []:
-        if "extra ==" in requirement:
-            continue
-        if ";" in requirement and (
-            "platform_system" in requirement or "sys_platform" in requirement
-        ):
-            marker = requirement.split(";", 1)[1]
-            if "win32" in marker or "Windows" in marker or "darwin" in marker:
-                continue
-        found.append(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0])
-    return found
-
-
-def _closure(names: tuple[str, ...]) -> list[metadata.Distribution]:
-    """The installed distributions ``names`` and everything they require."""
-    seen: dict[str, metadata.Distribution] = {}
-    todo = list(names)
-    while todo:
-        name = todo.pop()
-        key = name.lower().replace("_", "-")
-        if key in seen:
-            continue
-        try:
-            seen[key] = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            raise UsageError(
-                f"{name} is not installed in {sys.prefix}; a package copies it from "
-                "there (make setup installs it)"
-            ) from None
-        todo.extend(_requirements(name))
-    return list(seen.values())
-
-
-def _copy_distribution(dist: metadata.Distribution, target: Path) -> None:
-    for file in dist.files or []:
-        parts = Path(file).parts
-        if (parts and parts[0] in ("..", "bin")) or _SKIPPED_DIRS & set(parts):
-            continue
-        source = Path(str(dist.locate_file(file)))
-        if source.is_file():
-            destination = target / file
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination)
+        return [f"{self.path}: {self.files} files, {size}, model {self.model}", *self.notes]
 
 
 def _copy_tree(source: Path, target: Path) -> None:
@@ -154,9 +152,7 @@ def package_lambda(
     ref: str, output: str | os.PathLike[str], store: str | None = None, extras: tuple[str, ...] = ()
 ) -> PackageReport:
     """A zip for AWS Lambda (handler functions.aws_lambda.handler, python3.11, x86_64)."""
-    unknown = [e for e in extras if e not in EXTRAS]
-    if unknown:
-        raise UsageError(f"unknown --extra {', '.join(unknown)}; choose from {', '.join(EXTRAS)}")
+    requirements = [*LAMBDA_REQUIREMENTS, *_extra_requirements(extras, "lambda")]
     output = Path(output)
     with tempfile.TemporaryDirectory(prefix="scorekit-lambda-") as work:
         root = Path(work)
@@ -164,23 +160,30 @@ def package_lambda(
         _copy_tree(ROOT / "scorekit", root / "scorekit")
         (root / "functions").mkdir()
         shutil.copy2(ROOT / "functions" / "aws_lambda.py", root / "functions" / "aws_lambda.py")
-        names = LAMBDA_DISTRIBUTIONS + tuple(d for e in extras for d in EXTRAS[e] if d != "boto3")
-        for dist in _closure(names):
-            _copy_distribution(dist, root)
+        _pip_install(root, requirements, LAMBDA_PLATFORMS)
         files, unzipped = _size(root)
-        hint = "leave out --extra, or deploy a container image"
-        _refuse_if_over("Lambda package, unzipped", unzipped, LAMBDA_UNZIPPED_LIMIT, hint)
+        _refuse_if_over(
+            "Lambda package, unzipped", unzipped, LAMBDA_UNZIPPED_LIMIT,
+            "leave out --extra, or deploy a container image",
+        )  # fmt: skip
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(f".{output.name}.partial")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
             for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                archive.write(path, path.relative_to(root).as_posix())
+                entry = zipfile.ZipInfo.from_file(path, path.relative_to(root).as_posix())
+                entry.external_attr = 0o644 << 16  # readable by Lambda's user, whatever the umask
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with open(path, "rb") as f:
+                    archive.writestr(entry, f.read(), compresslevel=9)
         zipped = partial.stat().st_size
-        if zipped > LAMBDA_ZIPPED_LIMIT:
-            partial.unlink()
-            _refuse_if_over("Lambda zip", zipped, LAMBDA_ZIPPED_LIMIT, hint)
         os.replace(partial, output)
-    return PackageReport(output, files, unzipped, zipped, model)
+    notes = []
+    if zipped > LAMBDA_DIRECT_UPLOAD_LIMIT:
+        notes.append(
+            f"note: over {LAMBDA_DIRECT_UPLOAD_LIMIT // MIB} MiB zipped, so it can't be uploaded "
+            "to Lambda directly: deploy it from S3 (infra/aws/template.yaml does)"
+        )
+    return PackageReport(output, files, unzipped, zipped, model, notes)
 
 
 def package_azure(
@@ -188,9 +191,6 @@ def package_azure(
 ) -> PackageReport:
     """A Function App folder for Azure Functions (Linux, Python 3.11), its packages vendored in
     .python_packages/lib/site-packages so it runs as deployed, without a remote build."""
-    unknown = [e for e in extras if e not in EXTRAS]
-    if unknown:
-        raise UsageError(f"unknown --extra {', '.join(unknown)}; choose from {', '.join(EXTRAS)}")
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise UsageError(f"--output {output} is not empty; name a new or empty directory")
@@ -205,14 +205,11 @@ def package_azure(
             shutil.copy2(ROOT / name, root / name)
         site = root / ".python_packages" / "lib" / "site-packages"
         site.mkdir(parents=True)
-        names = AZURE_DISTRIBUTIONS + tuple(d for e in extras for d in EXTRAS[e])
-        dists = _closure(names)
-        for dist in dists:
-            _copy_distribution(dist, site)
-        pins = sorted(f"{d.metadata['Name']}=={d.version}" for d in dists)
+        requirements = [*AZURE_REQUIREMENTS, *_extra_requirements(extras, "azure")]
+        _pip_install(site, requirements, AZURE_PLATFORMS)
         (root / "requirements.txt").write_text(
             "# What .python_packages holds (scorekit package azure); the worker provides "
-            "azure-functions.\n" + "\n".join(pins) + "\n"
+            "azure-functions.\n" + "\n".join(requirements) + "\n"
         )
         files, size = _size(root)
         _refuse_if_over("Azure package", size, AZURE_LIMIT, "leave out --extra")

@@ -18,8 +18,12 @@ from ._output import PREDICTION
 NUMERIC_CATEGORY = "N"  # pg_type.typcategory
 STRING_CATEGORY = "S"
 BOOLEAN_CATEGORY = "B"
+ENUM_CATEGORY = "E"
 UNKEYABLE = ("A", "C")  # arrays and composites: no key for writing scores back
 FRACTIONAL_TYPES = ("double precision", "real", "numeric")  # format_type() prefixes
+
+
+FIRST_USER_OID = 16384  # PostgreSQL's FirstNormalObjectId: types below it are built in
 
 
 @dataclass
@@ -27,6 +31,12 @@ class Column:
     name: str
     type: str  # format_type(), e.g. "double precision"
     category: str  # pg_type.typcategory
+    type_oid: int = 0  # pg_type.oid, where the caller read it
+
+    @property
+    def builtin(self) -> bool:
+        """A type PostgreSQL itself defines (not an extension's, such as citext, nor an enum)."""
+        return 0 < self.type_oid < FIRST_USER_OID
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,8 @@ def map_features(
     for name, column in mapping.items():
         found = columns[column]
         readable = is_number(found) or found.category == STRING_CATEGORY
+        if not schema[name].is_continuous:  # an enum's labels are its categories' text
+            readable = readable or found.category == ENUM_CATEGORY
         if schema[name].dtype == "boolean":
             readable = readable or found.category == BOOLEAN_CATEGORY
         if not readable:

@@ -265,6 +265,31 @@ def test_resume_with_other_options_a_nullable_key_and_odd_names(
     assert [r[1] for r in rows] == reference["probability(1)"]
 
 
+def test_enum_and_extension_types_are_read_as_text(
+    capsys, conn, db: str, store: str, data_dir: Path, reference: dict[str, list[Any]]
+) -> None:
+    make_table(conn, "apps_t", data_dir)
+    conn.execute("CREATE EXTENSION IF NOT EXISTS citext")
+    labels = [r[0] for r in conn.execute("SELECT DISTINCT employment FROM apps_t "
+                                         "WHERE employment IS NOT NULL ORDER BY 1")]  # fmt: skip
+    conn.execute("DROP TYPE IF EXISTS employment_kind CASCADE")
+    conn.execute(f"CREATE TYPE employment_kind AS ENUM ({', '.join(map(repr, labels))})")
+    conn.execute(
+        "ALTER TABLE apps_t ALTER COLUMN employment TYPE employment_kind "
+        "USING employment::employment_kind"
+    )
+    conn.execute("ALTER TABLE apps_t ADD COLUMN ref citext")
+    conn.execute("UPDATE apps_t SET ref = 'App-' || lpad(id::text, 5, '0')")
+    conn.execute("ALTER TABLE apps_t ALTER COLUMN ref SET NOT NULL")
+    conn.execute("CREATE UNIQUE INDEX ON apps_t (ref)")
+    code, err = score_table(capsys, store, db, "--input-table", "apps_t", "--key", "ref",
+                            "--output-table", "o_t", "--chunk-size", "600")  # fmt: skip
+    assert code == 0, err
+    rows = conn.execute("SELECT ref::text, probability_1 FROM o_t ORDER BY ref").fetchall()
+    assert rows[0][0] == "App-00001" and len(rows) == 1899
+    assert [r[1] for r in rows] == reference["probability(1)"]
+
+
 def test_a_missing_model_field_column_is_named(
     capsys, conn, db: str, store: str, data_dir: Path
 ) -> None:

@@ -109,7 +109,9 @@ def test_aws_stack_in_moto_has_the_resources_and_least_privilege(aws_credentials
         f"{bucket}/models/*",
         f"{bucket}/input/*",
     ]
-    assert statements["WriteResultsAndReports"]["Action"] == "s3:PutObject"
+    assert statements["WriteResultsAndReports"]["Action"] == [
+        "s3:PutObject", "s3:AbortMultipartUpload",
+    ]  # fmt: skip
     assert statements["WriteResultsAndReports"]["Resource"] == [
         f"{bucket}/output/*", f"{bucket}/input/*.error.json",
     ]  # fmt: skip
@@ -119,8 +121,8 @@ def test_aws_stack_in_moto_has_the_resources_and_least_privilege(aws_credentials
         for s in statements.values()
         for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }
-    assert actions == {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "logs:CreateLogStream",
-                       "logs:PutLogEvents"}  # fmt: skip
+    assert actions == {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
+                       "s3:ListBucket", "logs:CreateLogStream", "logs:PutLogEvents"}  # fmt: skip
     assert not [s for s in statements.values() if "*" in str(s["Action"])]
 
 
@@ -152,6 +154,8 @@ def test_azure_template_resources_and_settings() -> None:
     assert settings["FUNCTIONS_WORKER_PROCESS_COUNT"] == "[string(parameters('workerProcesses'))]"
     assert settings["PYTHON_THREADPOOL_THREAD_COUNT"] == "1"
     assert "listKeys" in settings["AzureWebJobsStorage"]
+    assert settings["WEBSITE_RUN_FROM_PACKAGE"] == "[parameters('packageUrl')]"
+    assert template["parameters"]["packageUrl"]["type"] == "securestring"
     subscription = resources["Microsoft.EventGrid/systemTopics/eventSubscriptions"]
     assert subscription["condition"] == "[parameters('subscribeToDrops')]"
     destination = subscription["properties"]["destination"]

@@ -7,6 +7,7 @@ printed in the test output."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -44,6 +45,25 @@ def run_isolated(python: str, paths: list[Path], cwd: Path, code: str) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def assert_wheels_fit(site: Path, glibc_minor: int) -> None:
+    """Every installed wheel is pure Python or built for CPython 3.11 on x86_64 Linux with a
+    glibc no newer than 2.<glibc_minor>: what the platform can load."""
+    tags = [
+        line.split(": ", 1)[1]
+        for wheel in site.glob("*.dist-info/WHEEL")
+        for line in wheel.read_text().splitlines()
+        if line.startswith("Tag: ")
+    ]
+    assert tags
+    for tag in tags:
+        python, _abi, platform = tag.split("-")
+        if platform == "any":
+            continue
+        assert python == "cp311" and platform.endswith("x86_64"), tag
+        found = re.match(r"manylinux_2_(\d+)_x86_64$", platform)
+        assert platform == "manylinux2014_x86_64" or (found and int(found[1]) <= glibc_minor), tag
+
+
 def expected_probability(session_store: Any, model: scorekit.Manifest) -> float:
     loaded = scorekit.load_model(model.ref, store=session_store)
     return float(loaded.predict_one(RECORD)["probability(1)"])
@@ -64,6 +84,7 @@ def test_lambda_zip_scores_in_a_fresh_virtualenv(
         archive.extractall(task)
         names = archive.namelist()
     assert not [n for n in names if n.split("/")[0] in HEAVY]
+    assert_wheels_fit(task, glibc_minor=26)  # Amazon Linux 2, the python3.11 runtime's OS
     event = {
         "version": "2.0",
         "rawPath": f"/api/models/{model.name}/predict",
@@ -92,7 +113,7 @@ def test_lambda_zip_scores_in_a_fresh_virtualenv(
 def test_azure_folder_scores_with_only_its_contents(
     capsys, model, session_store, fresh_python: str, tmp_path: Path
 ) -> None:
-    from scorekit._package import _closure, _copy_distribution
+    from scorekit._package import AZURE_PLATFORMS, _pip_install
 
     app = tmp_path / "azure"
     assert main(["package", "azure", "--model", model.ref, "--store", str(session_store.url),
@@ -102,10 +123,10 @@ def test_azure_folder_scores_with_only_its_contents(
         print(f"\n[package sizes] {out.strip()}")
     site = app / ".python_packages" / "lib" / "site-packages"
     assert (site / "numpy").is_dir() and not [p for p in HEAVY if (site / p).exists()]
+    assert_wheels_fit(site, glibc_minor=31)  # Debian 11, Azure's Python 3.11 image
     assert "numpy==" in (app / "requirements.txt").read_text()
     worker = tmp_path / "worker"  # what the Functions Python worker brings: azure-functions
-    for dist in _closure(("azure-functions",)):
-        _copy_distribution(dist, worker)
+    _pip_install(worker, ["azure-functions==1.26.0"], AZURE_PLATFORMS)
     url = f"http://localhost/api/models/{model.name}/predict"
     result = run_isolated(
         fresh_python, [app, site, worker], app,
@@ -124,15 +145,19 @@ def test_azure_folder_scores_with_only_its_contents(
     assert probability == expected_probability(session_store, model)
 
 
-@pytest.mark.slow
-def test_a_package_over_the_limit_is_refused(capsys, model, session_store, tmp_path) -> None:
+def test_a_package_over_the_limit_is_refused(
+    capsys, model, session_store, tmp_path, monkeypatch
+) -> None:
+    from scorekit import _package
+
+    monkeypatch.setattr(_package, "LAMBDA_UNZIPPED_LIMIT", 10 * _package.MIB)
     zip_path = tmp_path / "big.zip"
     code = main(["package", "lambda", "--model", model.ref, "--store", str(session_store.url),
-                 "--output", str(zip_path), "--extra", "sklearn"])  # fmt: skip
+                 "--output", str(zip_path)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2
-    assert "the Lambda zip would be" in err and "over the limit of 50 MiB" in err
-    assert not zip_path.exists() and not list(tmp_path.iterdir())
+    assert "the Lambda package, unzipped would be" in err and "over the limit of 10 MiB" in err
+    assert not list(tmp_path.iterdir())
 
 
 def test_package_refuses_a_path_and_a_full_output(model, session_store, tmp_path, capsys) -> None:
