@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+
+from ._errors import UsageError
 
 DSN_FILE = "scorekit.dsn"  # written into the virtualenv by scripts/setup.sh
 FALLBACK_DSN = "postgresql:///scorekit"
@@ -36,3 +40,17 @@ def file_mode() -> int:
     umask = os.umask(0o022)  # elsewhere: read it by setting it (not thread-safe, done once)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def env_number(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A setting that is a finite number of 0 or more; ``default`` when unset or empty."""
+    text = environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"{name} must be a number of 0 or more, got {text!r}")
+    return value

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
-from ._errors import InputError, Problem, ScorekitError, StoreError, UsageError
+from ._config import env_number
+from ._errors import InputError, Problem, ScorekitError, StoreError
 from ._loading import open_scorer
 from ._model import Model
 from ._output import finite_or_none
@@ -80,24 +81,14 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        def number(name: str, default: float) -> float:
-            text = environ.get(name)
-            if not text:
-                return default
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not (math.isfinite(value) and value >= 0):
-                raise UsageError(f"{name}={text!r}: expected a number of at least 0")
-            return value
-
         return cls(
             store=environ.get("SCOREKIT_STORE") or None,
             engine=environ.get("SCOREKIT_ENGINE", "auto"),
-            refresh_seconds=number("SCOREKIT_REFRESH_SECONDS", DEFAULT_REFRESH_SECONDS),
-            max_body=int(number("SCOREKIT_MAX_BODY", DEFAULT_MAX_BODY)),
-            max_rows=int(number("SCOREKIT_MAX_ROWS", DEFAULT_MAX_ROWS)),
+            refresh_seconds=env_number(
+                environ, "SCOREKIT_REFRESH_SECONDS", DEFAULT_REFRESH_SECONDS
+            ),
+            max_body=int(env_number(environ, "SCOREKIT_MAX_BODY", DEFAULT_MAX_BODY)),
+            max_rows=int(env_number(environ, "SCOREKIT_MAX_ROWS", DEFAULT_MAX_ROWS)),
             cache_dir=environ.get("SCOREKIT_CACHE_DIR") or None,
             preload=tuple(
                 name.strip()

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from ._batch import BatchJob, BatchResult, run_batch
-from ._errors import InputError, ModelError, ModelNotFoundError, UsageError
+from ._config import env_number
+from ._errors import InputError, ModelError, ModelNotFoundError
 from ._manifest import Manifest
 from ._model import Model
 from ._store import CHAMPION, open_store
@@ -77,25 +78,13 @@ class Settings:
         SCOREKIT_PROMOTE_MARGIN and SCOREKIT_DRIFT_THRESHOLD."""
         env = os.environ if env is None else env
 
-        def number(name: str, default: float) -> float:
-            text = env.get(name)
-            if text is None:
-                return default
-            try:
-                value = float(text)
-            except ValueError:
-                raise UsageError(f"{name} must be a number, got {text!r}") from None
-            if not math.isfinite(value) or value < 0:
-                raise UsageError(f"{name} must be a number of 0 or more, got {text!r}")
-            return value
-
         return cls(
             dsn=dsn,
             store=env.get("SCOREKIT_STORE") or "pmml",
             model=env.get("SCOREKIT_MODEL") or "audit",
             algorithm=env.get("SCOREKIT_ALGORITHM") or "logreg",
-            margin=number("SCOREKIT_PROMOTE_MARGIN", 0.005),
-            drift_threshold=number("SCOREKIT_DRIFT_THRESHOLD", 0.2),
+            margin=env_number(env, "SCOREKIT_PROMOTE_MARGIN", 0.005),
+            drift_threshold=env_number(env, "SCOREKIT_DRIFT_THRESHOLD", 0.2),
         )
 
 

@@ -572,6 +572,31 @@ def test_mismatched_inputs_and_outputs_are_refused(
     assert code == 3 and "does not exist" in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--chunk-size", "0"), "--chunk-size must be at least 1, got 0"),
+        (("--max-error-rate", "1.5"), "--max-error-rate is a fraction of the rows from 0 to 1"),
+        (("--dask-workers", "2"), "--dask-workers sizes a local cluster: use it with --dask local"),
+        (("--dask", "local", "--partitions", "0"), "--partitions must be at least 1, got 0"),
+    ],
+)
+def test_score_option_mistakes(
+    capsys, store: str, data_dir: Path, tmp_path: Path, extra: tuple[str, ...], message: str
+) -> None:
+    code, err = run(capsys, "score", "--model", MODEL, "--store", store,
+                    "--input", str(data_dir / "audit_na.csv"),
+                    "--output", str(tmp_path / "o.csv"), *extra)  # fmt: skip
+    assert code == 2 and message in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_table_url_without_a_table_is_refused(capsys, store: str) -> None:
+    code, err = run(capsys, "score", "--model", MODEL, "--store", store,
+                    "--input", "postgresql:///somedb", "--write-back")  # fmt: skip
+    assert code == 2 and "names no table: add table=schema.name to the URL's query" in err
+
+
 def test_progress_bar_on_a_terminal_and_log_lines_elsewhere() -> None:
     tty = io.StringIO()
     bar = Progress(1000, "run 'x'", tty, tty=True)
