@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ._bench import machine_description, write_section
-from ._bench_db import FIELDS, bench_database
+from ._bench_db import FIELDS
 from ._config import database_url
 from ._csvio import DEFAULT_CHUNK_SIZE
+from ._db import scratch_database
 
 MODELS = (("logreg", "logistic regression"), ("gbm", "gradient boosting, 100 trees"))
 TIME = "/usr/bin/time"
@@ -126,7 +127,10 @@ def run_batch_bench(
     scorekit = str(Path(sys.executable).with_name("scorekit"))
     sizes = (rows, small_rows)
     results: dict[int, dict[str, Run]] = {}
-    with tempfile.TemporaryDirectory() as store, bench_database(dsn or database_url()) as url:
+    with (
+        tempfile.TemporaryDirectory() as store,
+        scratch_database(dsn or database_url(), "scorekit_bench") as url,
+    ):
         for algorithm, _ in MODELS:
             train(data, target, f"bench-{algorithm}", algorithm=algorithm, store=store)
         for size in sizes:

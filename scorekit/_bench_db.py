@@ -8,14 +8,12 @@ prediction in a new connection. It works in a database of its own, created and d
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,25 +49,6 @@ class Figures:
     single_rows_per_s: float
 
 
-@contextlib.contextmanager
-def bench_database(dsn: str) -> Iterator[str]:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    name = f"scorekit_bench_{os.getpid()}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield make_conninfo(dsn, dbname=name)
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                [name],
-            )
-            admin.execute(f"DROP DATABASE IF EXISTS {name}")
-
-
 def _source_rows(data: Path, rows: int) -> list[list[str | None]]:
     with open(data, newline="") as f:
         read = [[row[name] for name, _ in FIELDS] for row in csv.DictReader(f)]
@@ -97,7 +76,10 @@ def run_db(
     source = _source_rows(data, rows)
     results: dict[str, dict[str, Figures]] = {}
     cold: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as store, bench_database(dsn or database_url()) as url:
+    with (
+        tempfile.TemporaryDirectory() as store,
+        _db.scratch_database(dsn or database_url(), "scorekit_bench") as url,
+    ):
         _db.install(url)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"CREATE TABLE bench_source ({definition})")

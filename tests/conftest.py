@@ -118,28 +118,6 @@ def moto_server() -> Iterator[str]:
     process.wait(timeout=10)
 
 
-@contextlib.contextmanager
-def scratch_database(dsn: str, prefix: str) -> Iterator[str]:
-    """A database of its own, named after ``prefix`` and this process, created on the server
-    ``dsn`` names and dropped afterwards (its connections ended first); yields its DSN."""
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    name = f"{prefix}_{os.getpid()}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield make_conninfo(dsn, dbname=name)
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                [name],
-            )
-            admin.execute(f"DROP DATABASE IF EXISTS {name}")
-
-
 @pytest.fixture(scope="session")
 def dsn() -> str:
     """The PostgreSQL DSN the project was set up with (SCOREKIT_DSN or what setup recorded)."""
@@ -149,4 +127,6 @@ def dsn() -> str:
 @pytest.fixture(scope="session")
 def make_database(dsn: str) -> Callable[[str], contextlib.AbstractContextManager[str]]:
     """make_database(prefix): a context manager for a scratch database on the test server."""
+    from scorekit._db import scratch_database
+
     return lambda prefix: scratch_database(dsn, prefix)
