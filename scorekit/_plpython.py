@@ -7,10 +7,10 @@ for :class:`Model`, and scorekit's errors into PostgreSQL errors with their SQLS
 One :class:`Runtime` per connection, kept in PL/Python's GD:
 
 - models are loaded once per (name, version, engine), from scorekit.models, sha256-checked;
-- each attached table has a scoring state, refreshed by its BEFORE ... FOR EACH STATEMENT trigger
-  with one query that also resolves the deployed version. Row triggers then score with no query
-  at all, and one statement never mixes versions: a promote takes effect for the statements that
-  start after it commits.
+- each attached table has a scoring state, read again (one small query, which also resolves the
+  deployed version) by the first trigger call of each top-level statement. The other rows of the
+  statement are scored with no query at all, and one statement never mixes versions: a promote
+  takes effect for the statements that start after it commits.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ ON_ERROR = ("raise", "null")
 MODEL_CACHE_SIZE = 8  # loaded (name, version, engine) per connection; the oldest is dropped
 CHUNK_ROWS = 10_000  # rows per vectorised call when a statement or a rescore scores many rows
 
-STATEMENT_TRIGGER = "scorekit_statement"  # BEFORE ... FOR EACH STATEMENT: resolve the version
 ROW_TRIGGER = "scorekit_row"  # BEFORE INSERT OR UPDATE ... FOR EACH ROW: score in the row
 INSERTED_TRIGGER = "scorekit_inserted"  # AFTER INSERT ... FOR EACH STATEMENT: score the statement
 TRANSITION_TABLE = "scorekit_new"
@@ -79,7 +78,7 @@ class TableScoring:
     key_columns: list[str]
     token: str  # the attachment row's xmin: it changes whenever the row does
     types: dict[str, Column]  # the table's columns
-    statement: str = ""  # statement_timestamp() of the statement this state serves
+    statement: int | str | None = None  # the start of the statement this state serves
     rows: int = 0  # rows seen by the row trigger in this statement, for messages
     write_plan: Any = None  # the prepared UPDATE that writes scores back by primary key
 
@@ -137,6 +136,7 @@ class Runtime:
         self._models: OrderedDict[tuple[str, int, str], Model] = OrderedDict()
         self._tables: dict[str, TableScoring] = {}  # by the table's oid, as TD["relid"] gives it
         self.loads = 0  # models loaded by this connection
+        self._statement_clock = statement_clock()
 
     # --- plumbing -----------------------------------------------------------------------------
     def _query(self, sql: str, types: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
@@ -417,10 +417,6 @@ class Runtime:
             key = []  # row mode needs no key; rescore then lets the row trigger rescore
         self._drop_triggers(table)
         quoted = ", ".join(self.plpy.quote_ident(c) for c in feature_map.values())
-        self.plpy.execute(
-            f"CREATE TRIGGER {STATEMENT_TRIGGER} BEFORE INSERT OR UPDATE OF {quoted} "
-            f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION scorekit._statement_trigger()"
-        )
         row_events = "INSERT OR UPDATE" if mode == "row" else "UPDATE"
         self.plpy.execute(
             f"CREATE TRIGGER {ROW_TRIGGER} BEFORE {row_events} OF {quoted} ON {table} "
@@ -475,7 +471,7 @@ class Runtime:
             "SELECT tgname::text AS name FROM pg_trigger WHERE tgrelid = $1::regclass "
             "AND tgname = ANY ($2)",
             ["text", "text[]"],
-            [table, [STATEMENT_TRIGGER, ROW_TRIGGER, INSERTED_TRIGGER]],
+            [table, [ROW_TRIGGER, INSERTED_TRIGGER]],
         )
         for row in existing:
             self.plpy.execute(f"DROP TRIGGER {row['name']} ON {table}")
@@ -495,10 +491,19 @@ class Runtime:
         return f"{table} is no longer scored by {deleted[0]['model']}; its scores are kept"
 
     # --- the state of an attached table, once per statement ----------------------------------
+    def current(self, oid: str, table: Callable[[], str]) -> TableScoring:
+        """The table's scoring state for the running top-level statement: read by its first
+        trigger call, reused by the others (statements nested in it included)."""
+        state = self._tables.get(oid)
+        clock = self._statement_clock
+        if state is not None and clock is not None and state.statement == clock():
+            return state
+        return self.refresh(oid, table)
+
     def refresh(self, oid: str, table: Callable[[], str]) -> TableScoring:
-        """The table's scoring state for the running statement: which attachment and deployed
-        version hold is read once per top-level statement (one small query); statements nested
-        in it reuse them. ``table`` gives the table's name for messages."""
+        """Read which attachment and deployed version hold now (one small query) and return the
+        table's scoring state, rebuilt if either changed. ``table`` gives the table's name for
+        messages."""
         rows = self._query(
             # xmin changes with every change of the attachment's row, however it was made.
             "SELECT a.xmin::text AS token, "
@@ -506,6 +511,7 @@ class Runtime:
             # statement, which costs more than the rest of the trigger for a one-row INSERT.
             "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
             "WHERE d.model = a.model ORDER BY d.id DESC LIMIT 1)) AS version, "
+            # the statement's key where statement_clock() is unavailable
             "statement_timestamp()::text AS statement "
             "FROM scorekit.attachments a WHERE a.tbl = $1::oid::regclass",
             ["text"],
@@ -517,14 +523,15 @@ class Runtime:
                 f"SELECT scorekit.attach('{table()}', '<model>') (or scorekit db attach)"
             )
         row = rows[0]
+        statement = row["statement"] if self._statement_clock is None else self._statement_clock()
         state = self._tables.get(oid)
-        if state is not None and state.statement == row["statement"]:
-            return state
+        if state is not None and state.statement == statement:
+            return state  # no clock: a later trigger call of the same statement
         version = row["version"]
         if state is None or state.token != row["token"] or state.version != version:
             state = self._build_state(oid, table(), version)
             self._tables[oid] = state
-        state.statement = row["statement"]
+        state.statement = statement
         state.rows = 0
         return state
 
@@ -566,25 +573,27 @@ class Runtime:
 
     # --- triggers -----------------------------------------------------------------------------
     @_edge
-    def statement_begins(self, td: Mapping[str, Any]) -> None:
-        self.refresh(td["relid"], lambda: self._table_name(td))
+    def score_row(self, td: dict[str, Any]) -> str:
+        """BEFORE INSERT OR UPDATE, per row: the row's scores into its own columns.
 
-    @_edge
-    def score_row(self, td: Mapping[str, Any]) -> str:
-        state = self._tables[td["relid"]]
+        TD["new"] is replaced by a dict of the score columns alone: PL/Python writes back only
+        the columns the dict names, each through its text form, so the row's other columns are
+        not converted back and forth."""
+        state = self.current(td["relid"], lambda: self._table_name(td))
         new = td["new"]
         state.rows += 1
-        # The common case with the fewest steps: typed values, the engine's one-record form,
-        # scores straight into the row.
+        scores: dict[str, Any] = {}
+        td["new"] = scores
+        # The common case with the fewest steps: typed values, the engine's one-record form.
         values = state.model.manifest.schema.prepare_one(new, state.columns)
         one = state.model.predict_values(values) if values is not None else None
         if one is not None:
             prediction, probabilities = one
             for column, index in state.writes:
                 value = prediction if index < 0 else probabilities[index]  # type: ignore[index]
-                new[column] = None if value != value else value  # a missing score is NULL
+                scores[column] = None if value != value else value  # a missing score is NULL
             if state.version_column:
-                new[state.version_column] = state.version
+                scores[state.version_column] = state.version
             return "MODIFY"
         record = {field_name: new[column] for field_name, column in state.features}
         try:
@@ -599,14 +608,14 @@ class Runtime:
             version = state.version
         for output, column in state.outputs:
             value = scored.get(output)
-            new[column] = None if value != value else value  # a missing prediction is NULL
+            scores[column] = None if value != value else value  # a missing prediction is NULL
         if state.version_column:
-            new[state.version_column] = version
+            scores[state.version_column] = version
         return "MODIFY"
 
     @_edge
     def score_inserted(self, td: Mapping[str, Any]) -> None:
-        state = self._tables[td["relid"]]
+        state = self.current(td["relid"], lambda: self._table_name(td))
         self._score_rows(state, TRANSITION_TABLE, "", [], "INSERT")
 
     @_edge
@@ -852,6 +861,26 @@ class Runtime:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+def statement_clock() -> Callable[[], int] | None:
+    """The server's own GetCurrentStatementStartTimestamp, called through ctypes: the start of the
+    running top-level statement (what statement_timestamp() returns) in microseconds, without a
+    query. A trigger tells a new statement from the next row of the same one by it.
+
+    PL/Python offers no other way to tell: asking with a query costs 20 to 40 µs per statement,
+    as much as scoring the row. The function is part of the server's exported API for extensions
+    (xact.h). None when it can't be found, as outside a PostgreSQL backend; the caller then asks
+    with a query on every call."""
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None).GetCurrentStatementStartTimestamp
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = []
+    function.restype = ctypes.c_int64
+    return function
+
+
 def array_literal(values: Sequence[Any]) -> str:
     """A PostgreSQL array literal of ``values``: NULL for None and NaN, numbers as Python
     writes them (repr round-trips a float exactly), anything else double-quoted."""

@@ -15,6 +15,10 @@
 --
 -- PL/Python functions run as their caller (SECURITY INVOKER), so privileges are checked on
 -- every call: a role that is neither publisher nor scorer can't read a model or score with it.
+-- Every function pins its search_path to pg_catalog, pg_temp: a trigger runs with the privileges
+-- of whoever inserts, and an operator or function planted in a schema on their search_path, with
+-- argument types that match exactly where pg_catalog's need a coercion, would otherwise be
+-- called instead of pg_catalog's. Every scorekit name in the functions is schema-qualified.
 
 CREATE SCHEMA IF NOT EXISTS scorekit;
 COMMENT ON SCHEMA scorekit IS 'scorekit: models, deployments and in-database scoring';
@@ -149,13 +153,13 @@ CREATE EVENT TRIGGER scorekit_forget_dropped ON sql_drop
 -- --- deployments: plain SQL, no Python ---------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION scorekit.champion(model text) RETURNS integer
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT d.version FROM scorekit.deployments d
     WHERE d.model = champion.model ORDER BY d.id DESC LIMIT 1
 $$;
 
 CREATE OR REPLACE FUNCTION scorekit.promote(model text, version integer) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     current integer;
 BEGIN
@@ -177,7 +181,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION scorekit.rollback(model text) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     stack integer[] := '{}';
     entry record;
@@ -212,7 +216,7 @@ $$;
 -- the runtime in GD, which all PL/Python functions of the connection share.
 
 CREATE OR REPLACE FUNCTION scorekit._boot() RETURNS void
-LANGUAGE plpython3u AS $$
+LANGUAGE plpython3u SET search_path = pg_catalog, pg_temp AS $$
 if "scorekit" not in GD:
     import site
     rows = plpy.execute("SELECT site_packages FROM scorekit.runtime")
@@ -227,7 +231,7 @@ $$;
 -- predict and predict_batch are STABLE: their queries (the champion) then see the snapshot of
 -- the statement that calls them, so one SELECT scoring many rows never mixes versions.
 CREATE OR REPLACE FUNCTION scorekit.predict(model text, features jsonb) RETURNS jsonb
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE SET search_path = pg_catalog, pg_temp AS $$
 if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].predict(model, features)
 $$;
@@ -238,7 +242,7 @@ COMMENT ON FUNCTION scorekit.predict(text, jsonb) IS
 
 CREATE OR REPLACE FUNCTION scorekit.predict_batch(model text, records jsonb)
 RETURNS TABLE (ordinal integer, scores jsonb)
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE SET search_path = pg_catalog, pg_temp AS $$
 if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].predict_batch(model, records)
 $$;
@@ -256,7 +260,7 @@ CREATE OR REPLACE FUNCTION scorekit.attach(
     on_error text DEFAULT 'raise',
     engine text DEFAULT 'auto'
 ) RETURNS text
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].attach(tbl, model, mode, outputs, features, version_column, on_error,
                              engine)
@@ -266,7 +270,7 @@ COMMENT ON FUNCTION scorekit.attach(regclass, text, text, jsonb, jsonb, text, te
     'per row) or statement (AFTER INSERT, the whole statement at once; needs a primary key)';
 
 CREATE OR REPLACE FUNCTION scorekit.detach(tbl regclass) RETURNS text
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].detach(tbl)
 $$;
@@ -274,7 +278,7 @@ $$;
 CREATE OR REPLACE FUNCTION scorekit.rescore(tbl regclass, stale_only boolean DEFAULT false,
                                             batch_size integer DEFAULT 10000)
 RETURNS bigint
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].rescore(tbl, stale_only, batch_size)
 $$;
@@ -282,19 +286,19 @@ COMMENT ON FUNCTION scorekit.rescore(regclass, boolean, integer) IS
     'Score the existing rows of an attached table again with the model deployed now; '
     'stale_only: only rows whose version column differs from it. Returns the rows updated.';
 
-CREATE OR REPLACE FUNCTION scorekit._statement_trigger() RETURNS trigger
-LANGUAGE plpython3u AS $$
-if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
-return GD["scorekit"].statement_begins(TD)
-$$;
+-- Earlier installs read the deployed version in a BEFORE ... FOR EACH STATEMENT trigger; the row
+-- and statement triggers now do it themselves, once per statement. CASCADE drops those triggers.
+DROP FUNCTION IF EXISTS scorekit._statement_trigger() CASCADE;
 
 CREATE OR REPLACE FUNCTION scorekit._row_trigger() RETURNS trigger
-LANGUAGE plpython3u AS $$
+LANGUAGE plpython3u SET search_path = pg_catalog, pg_temp AS $$
+if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].score_row(TD)
 $$;
 
 CREATE OR REPLACE FUNCTION scorekit._inserted_trigger() RETURNS trigger
-LANGUAGE plpython3u AS $$
+LANGUAGE plpython3u SET search_path = pg_catalog, pg_temp AS $$
+if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].score_inserted(TD)
 $$;
 
@@ -312,8 +316,8 @@ GRANT SELECT ON scorekit.runtime, scorekit.models, scorekit.deployments, scoreki
 GRANT INSERT ON scorekit.errors TO scorekit_scorer;
 GRANT EXECUTE ON FUNCTION scorekit._boot(), scorekit.champion(text),
     scorekit.predict(text, jsonb), scorekit.predict_batch(text, jsonb),
-    scorekit.rescore(regclass, boolean, integer), scorekit._statement_trigger(),
-    scorekit._row_trigger(), scorekit._inserted_trigger()
+    scorekit.rescore(regclass, boolean, integer), scorekit._row_trigger(),
+    scorekit._inserted_trigger()
     TO scorekit_scorer;
 
 -- Publishing adds versions (never changes one) and moves the champion. Attaching a table also

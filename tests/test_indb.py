@@ -299,6 +299,85 @@ def test_rescore_and_versions(conn, db, published, session_store, data_dir, tabl
         _remove_version(conn, name, second)
 
 
+@pytest.mark.parametrize("clock", ["server", "query"])
+def test_each_statement_of_a_transaction_reads_the_deployed_version(
+    conn, db, published, data_dir, table, clock
+) -> None:
+    """Single-row INSERTs in one transaction, with a promote between them in the same
+    transaction: the statements after it score with the new version, those before with the old.
+    Statements nested in one top-level statement keep the version its first row was scored
+    with, even across a promote between them. With the server's statement clock, and without
+    it (the query that replaces it where ctypes can't find it)."""
+    name, first = published["audit"]
+    rows = csv_rows(data_dir)[:6]
+    second = _publish_copy(conn, name, published["audit_na"])
+    _db.attach(table, name, mode="row", version_column="model_version", dsn=db)
+    conn.execute(
+        f"""CREATE FUNCTION pg_temp.insert_promote_insert(version integer) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO {table} ({COLUMNS}) SELECT {COLUMNS} FROM {table} ORDER BY id LIMIT 1;
+            PERFORM scorekit.promote('{name}', version);
+            INSERT INTO {table} ({COLUMNS}) SELECT {COLUMNS} FROM {table} ORDER BY id LIMIT 1;
+        END $$"""
+    )
+    if clock == "query":
+        conn.execute(
+            """DO LANGUAGE plpython3u $$
+            if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+            GD["scorekit"]._statement_clock = None
+            $$"""
+        )
+    try:
+        with conn.transaction():
+            load(conn, table, rows[:2], how="single")
+            conn.execute("SELECT scorekit.promote(%s, %s)", [name, second])
+            load(conn, table, rows[2:4], how="single")
+            conn.execute("SELECT pg_temp.insert_promote_insert(%s)", [first])
+            load(conn, table, rows[4:], how="single")
+        versions = conn.execute(f"SELECT model_version FROM {table} ORDER BY id").fetchall()
+        assert [v[0] for v in versions] == [first] * 2 + [second] * 4 + [first] * 2
+    finally:
+        _db.detach(table, db)
+        _remove_version(conn, name, second)
+
+
+def test_the_row_trigger_writes_only_the_score_columns(conn, db, published, data_dir) -> None:
+    """The row's other columns keep exactly what the INSERT, an UPDATE and earlier BEFORE
+    triggers put there (the trigger hands back only its score columns)."""
+    name, _ = published["audit"]
+    create_table(
+        conn,
+        "stamped",
+        "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "stamp text, precise numeric, measured real, prediction integer, "
+        "probability_0 double precision, probability_1 double precision",
+    )
+    conn.execute(
+        """CREATE FUNCTION pg_temp.stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN NEW.stamp := 'set by an earlier trigger'; RETURN NEW; END $$"""
+    )
+    # Triggers of one kind fire in name order: "a_stamp" before "scorekit_row".
+    conn.execute(
+        "CREATE TRIGGER a_stamp BEFORE INSERT ON stamped FOR EACH ROW "
+        "EXECUTE FUNCTION pg_temp.stamp()"
+    )
+    _db.attach("stamped", name, dsn=db)
+    try:
+        load(conn, "stamped", csv_rows(data_dir)[:1], how="single")
+        conn.execute("UPDATE stamped SET precise = 0.10000000000000000000000000000000000001")
+        conn.execute("UPDATE stamped SET measured = 'NaN', age = age + 1")
+        stamp, precise, measured, prediction = conn.execute(
+            "SELECT stamp, precise::text, measured::text, prediction FROM stamped"
+        ).fetchone()
+        assert stamp == "set by an earlier trigger"
+        assert precise == "0.10000000000000000000000000000000000001"
+        assert measured == "NaN"
+        assert prediction is not None
+    finally:
+        conn.execute("DROP TABLE stamped")
+
+
 def _publish_copy(conn, name: str, source: tuple[str, int]) -> int:
     """Publish source's artifacts as the next version of ``name`` (what a retrain would do)."""
     (version,) = conn.execute(
@@ -529,6 +608,51 @@ def as_role(conn, role: str, sql: str, params: list[Any] | None = None) -> Any:
     with conn.transaction():
         conn.execute(f"SET LOCAL ROLE {role}")
         return conn.execute(sql, params).fetchall()
+
+
+@pytest.mark.parametrize("mode", ["row", "statement"])
+def test_a_planted_operator_on_the_search_path_is_never_called(
+    conn, db, published, data_dir, table, mode
+) -> None:
+    """scorekit's functions resolve every name in pg_catalog, whatever the caller's search_path.
+    An operator and a function planted in a schema ahead on it, with argument types that match
+    exactly where pg_catalog's need a coercion (the pattern of CVE-2018-1058), would otherwise
+    run with the privileges of whoever inserts into an attached table."""
+    name, _ = published["audit"]
+    conn.execute("DROP SCHEMA IF EXISTS planted CASCADE")
+    conn.execute("CREATE SCHEMA planted")
+    conn.execute(
+        """CREATE FUNCTION planted.hijack(regclass, regclass) RETURNS boolean
+        LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'planted operator called'; END $$"""
+    )
+    conn.execute(
+        "CREATE OPERATOR planted.= (LEFTARG = regclass, RIGHTARG = regclass, "
+        "FUNCTION = planted.hijack)"
+    )
+    conn.execute(
+        """CREATE FUNCTION planted.unnest(bigint[]) RETURNS SETOF bigint
+        LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'planted unnest called'; END $$"""
+    )
+    rows = csv_rows(data_dir)[:20]
+    try:
+        conn.execute("SET search_path = planted, public")
+        conn.execute(
+            "SELECT scorekit.attach(%s, %s, mode => %s, version_column => 'model_version')",
+            [table, name, mode],
+        )
+        load(conn, table, rows[:10], how="single")
+        load(conn, table, rows[10:])
+        conn.execute(f"SELECT scorekit.rescore('{table}')")
+        conn.execute(
+            f"SELECT scorekit.predict(%s, to_jsonb(a)) FROM {table} a LIMIT 1", [name]
+        ).fetchall()
+        assert conn.execute(
+            f"SELECT count(*) FROM {table} WHERE prediction IS NOT NULL"
+        ).fetchone() == (20,)
+        conn.execute(f"SELECT scorekit.detach('{table}')")
+    finally:
+        conn.execute("RESET search_path")
+        conn.execute("DROP SCHEMA planted CASCADE")
 
 
 def test_a_role_with_neither_grant_can_read_or_change_nothing(conn, published) -> None:
