@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -861,6 +862,9 @@ class Runtime:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+_INTEGERS = re.compile(r"-?[0-9]+(?:,-?[0-9]+)*")
+
+
 def statement_clock() -> Callable[[], int] | None:
     """The server's own GetCurrentStatementStartTimestamp, called through ctypes: the start of the
     running top-level statement (what statement_timestamp() returns) in microseconds, without a
@@ -884,8 +888,15 @@ def statement_clock() -> Callable[[], int] | None:
 def array_literal(values: Sequence[Any]) -> str:
     """A PostgreSQL array literal of ``values``: NULL for None and NaN, numbers as Python
     writes them (repr round-trips a float exactly), anything else double-quoted."""
-    if all(type(v) is float for v in values) and all(v == v for v in values):
+    kinds = set(map(type, values))
+    if kinds == {float} and all(v == v for v in values):
         return "{" + ",".join(map(repr, values)) + "}"
+    if kinds == {int}:  # not bool, whose str is True/False
+        return "{" + ",".join(map(str, values)) + "}"
+    if kinds == {str}:  # integer keys, read as text: no element needs quotes
+        joined = ",".join(values)
+        if _INTEGERS.fullmatch(joined):
+            return "{" + joined + "}"
     parts = []
     for v in values:
         if v is None or (isinstance(v, float) and v != v):

@@ -744,6 +744,18 @@ def test_array_literals_round_trip_through_postgresql(conn) -> None:
     assert got == [1.5, None, None, float("inf")]
     ints = [1, None, -(2**62)]
     assert conn.execute("SELECT %s::text::int8[]", [array_literal(ints)]).fetchone()[0] == ints
+    whole = [3, -(2**62), 0]
+    assert conn.execute("SELECT %s::text::int8[]", [array_literal(whole)]).fetchone()[0] == whole
+    assert array_literal([True, False]) == '{"True","False"}'  # bools are not ints here
+    keys = ["17", "-4", "0"]  # integer keys read as text
+    assert array_literal(keys) == "{17,-4,0}"
+    assert conn.execute("SELECT %s::text::int8[]", [array_literal(keys)]).fetchone()[0] == [
+        17,
+        -4,
+        0,
+    ]
+    odd = ["1", "", "2,3", "-"]
+    assert conn.execute("SELECT %s::text::text[]", [array_literal(odd)]).fetchone()[0] == odd
 
 
 # --- review findings: each test failed before its fix --------------------------------------------

@@ -34,6 +34,7 @@ DEFAULT_ZERO_THRESHOLD = 1e-16
 
 
 _FLOAT = struct.Struct("f")
+_FLOAT32_WHOLE = float(2**24)  # every whole number up to this is exact in float32
 
 
 def _to_float32(value: float) -> float:
@@ -166,17 +167,26 @@ class NativeScorer:
         if not self._one_ready:
             return None
         values: dict[str, Any] = {}
+        missing = False
         for name, kind in self._value_kinds:
             value = prepared[name]
-            if kind is _NUMBER:
-                value = math.nan if value is None else float(value)
+            if value is None or value != value:
+                value = None if kind is _TEXT else math.nan
+                missing = True
+            elif kind is _NUMBER:
+                value = float(value)
             elif kind is _FLOAT32:
-                value = math.nan if value is None else _to_float32(float(value))
-            elif value is not None and not isinstance(value, str):
-                value = None if value != value else as_text(value)
+                value = float(value)
+                # a whole number of at most 2**24 is a float32 already: skip the rounding
+                if not (value.is_integer() and -_FLOAT32_WHOLE <= value <= _FLOAT32_WHOLE):
+                    value = _to_float32(value)
+            elif not isinstance(value, str):
+                value = as_text(value)
             values[name] = value
+        if missing or self.global_fields:
+            values = complete_values(values, self.replacements, self.global_fields)
         try:
-            result = self.plan.one(complete_values(values, self.replacements, self.global_fields))
+            result = self.plan.one(values)
         except ArithmeticError:  # overflow or a zero divisor: numpy's IEEE answer is the batch's
             return None
         if result is None:
