@@ -45,8 +45,10 @@ FIELDS = (
 
 @dataclass
 class Figures:
-    bulk_rows_per_s: float
+    bulk_rows_per_s: float  # median over the rounds
     single_rows_per_s: float
+    bulk_ratio: float  # median over the rounds of (this rate / no trigger's in the same round)
+    single_ratio: float
 
 
 def _source_rows(data: Path, rows: int) -> list[list[str | None]]:
@@ -90,29 +92,14 @@ def run_db(
         for algorithm, _ in MODELS:
             manifest = train(data, target, f"bench-{algorithm}", algorithm=algorithm, store=store)
             name, _, _ = _db.publish(manifest.ref, store=store, trust_pickle=True, dsn=url)
-            results[algorithm] = {}
-            for label, mode, engine in VARIANTS:
-                # The sklearn engine pays its whole pipeline per row (~25 ms): fewer rows.
-                n_bulk, n_singles = (
-                    (min(rows, slow_rows), min(singles, slow_rows))
-                    if engine == "sklearn"
-                    else (rows, singles)
-                )
-                figures = _measure(
-                    url,
-                    name,
-                    mode,
-                    engine,
-                    columns,
-                    definition,
-                    source[:n_bulk],
-                    n_singles,
-                    repeats,
-                )
-                results[algorithm][label] = figures
+            results[algorithm] = _measure(
+                url, name, columns, definition, source, singles, slow_rows, repeats
+            )
+            for label, figures in results[algorithm].items():
                 log(
                     f"{algorithm:7} {label:27} INSERT ... SELECT {figures.bulk_rows_per_s:10,.0f} "
-                    f"rows/s; single-row INSERTs {figures.single_rows_per_s:9,.0f} rows/s"
+                    f"rows/s ({figures.bulk_ratio:.3g}x); single-row INSERTs "
+                    f"{figures.single_rows_per_s:9,.0f} rows/s ({figures.single_ratio:.3g}x)"
                 )
             cold[algorithm] = _first_prediction(url, name, source[0], cold_runs)
             log(f"{algorithm:7} first prediction in a new connection: {cold[algorithm]:.3f} s")
@@ -125,53 +112,78 @@ def run_db(
 def _measure(
     url: str,
     model: str,
-    mode: str | None,
-    engine: str | None,
     columns: str,
     definition: str,
     source: list[list[str | None]],
     singles: int,
+    slow_rows: int,
     repeats: int,
-) -> Figures:
+) -> dict[str, Figures]:
+    """Every variant on a table of its own, measured in rounds: each round times every
+    variant's INSERT ... SELECT, then every variant's single-row INSERTs, one after the other,
+    so that the machine's drift falls on all of them alike. Ratios are taken within a round."""
     import psycopg
 
+    placeholders = ", ".join(["%s"] * len(FIELDS))
+    bulk: dict[str, list[float]] = {label: [] for label, _, _ in VARIANTS}
+    single: dict[str, list[float]] = {label: [] for label, _, _ in VARIANTS}
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_target")
-        conn.execute(
-            "CREATE TABLE bench_target (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-            f"{definition}, prediction integer, probability_0 double precision, "
-            "probability_1 double precision)"
-        )
-        if mode is not None:
-            _db.attach("bench_target", model, mode=mode, engine=engine or "auto", dsn=url)
-        bulk_sql = (
-            f"INSERT INTO bench_target ({columns}) SELECT {columns} FROM bench_source "
-            f"LIMIT {len(source)}"
-        )
-        # Warm up: the connection imports scorekit and loads the model once, as in production.
-        conn.execute(bulk_sql.replace(f"LIMIT {len(source)}", "LIMIT 10"))
+        tables: dict[str, tuple[str, int, int]] = {}  # label -> (table, bulk rows, single rows)
+        for i, (label, mode, engine) in enumerate(VARIANTS):
+            table = f"bench_target_{i}"
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(
+                f"CREATE TABLE {table} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                f"{definition}, prediction integer, probability_0 double precision, "
+                "probability_1 double precision)"
+            )
+            if mode is not None:
+                _db.attach(table, model, mode=mode, engine=engine or "auto", dsn=url)
+            # The sklearn engine pays its whole pipeline per row (~25 ms): fewer rows.
+            sizes = (min(len(source), slow_rows), min(singles, slow_rows))
+            tables[label] = (
+                (table, *sizes) if engine == "sklearn" else (table, len(source), singles)
+            )
+            # Warm up: the connection imports scorekit and loads the model once, as in production.
+            conn.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM bench_source LIMIT 10"
+            )
 
-        placeholders = ", ".join(["%s"] * len(FIELDS))
-        single_sql = f"INSERT INTO bench_target ({columns}) VALUES ({placeholders})"
-
-        def bulk() -> None:
-            conn.execute(bulk_sql)
-
-        def one_by_one() -> None:
-            with conn.transaction():
-                for row in source[:singles]:
-                    conn.execute(single_sql, row)
-
-        def on_empty_table(fn: Callable[[], None]) -> float:
-            conn.execute("TRUNCATE bench_target")
+        def timed(table: str, work: Callable[[], None]) -> float:
+            conn.execute(f"TRUNCATE {table}")
             started = time.perf_counter()
-            fn()
+            work()
             return time.perf_counter() - started
 
-        bulk_s = statistics.median(on_empty_table(bulk) for _ in range(repeats))
-        single_s = statistics.median(on_empty_table(one_by_one) for _ in range(repeats))
-        conn.execute("DROP TABLE bench_target")
-    return Figures(len(source) / bulk_s, singles / single_s)
+        for _ in range(repeats):
+            for label, (table, rows, _) in tables.items():
+                sql = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM bench_source"
+
+                def insert_select(sql: str = f"{sql} LIMIT {rows}") -> None:
+                    conn.execute(sql)
+
+                bulk[label].append(rows / timed(table, insert_select))
+            for label, (table, _, count) in tables.items():
+                sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
+
+                def one_by_one(sql: str = sql, count: int = count) -> None:
+                    with conn.transaction():
+                        for row in source[:count]:
+                            conn.execute(sql, row)
+
+                single[label].append(count / timed(table, one_by_one))
+        for table, _, _ in tables.values():
+            conn.execute(f"DROP TABLE {table}")
+    base = VARIANTS[0][0]
+    return {
+        label: Figures(
+            statistics.median(bulk[label]),
+            statistics.median(single[label]),
+            statistics.median(r / b for r, b in zip(bulk[label], bulk[base], strict=True)),
+            statistics.median(r / b for r, b in zip(single[label], single[base], strict=True)),
+        )
+        for label, _, _ in VARIANTS
+    }
 
 
 def _first_prediction(url: str, model: str, row: list[str | None], runs: int) -> float:
@@ -208,12 +220,15 @@ def _markdown(
         f"Measured {dt.date.today().isoformat()} on {machine_description()}, PostgreSQL "
         f"{server}. One run: for each model the same {rows:,} source rows "
         f"({data} repeated) go into the same table definition with each trigger; "
-        f"INSERT ... SELECT is one statement, median of {repeats}; single-row INSERTs are "
-        f"{singles:,} INSERT statements from the client in one transaction, median of "
-        f"{repeats}. The table has a bigint identity primary key, the nine feature columns and "
-        "three score columns. Each connection was warmed up (scorekit imported, model loaded) "
-        f"before timing. The sklearn engine's rows are capped at {slow_rows:,} (each row runs "
-        "the whole pickled pipeline, pandas included).",
+        f"INSERT ... SELECT is one statement; single-row INSERTs are {singles:,} INSERT "
+        "statements from the client in one transaction. The table has a bigint identity "
+        "primary key, the nine feature columns and three score columns. One connection, warmed "
+        "up (scorekit imported, models loaded) before timing, measures in rounds: each round "
+        "times every trigger's INSERT ... SELECT, then every trigger's single-row INSERTs, so "
+        "that the machine's drift falls on all of them alike. rows/s is the median of "
+        f"{repeats} rounds; each ratio is the median over the rounds of the ratio to no trigger "
+        f"in the same round. The sklearn engine's rows are capped at {slow_rows:,} (each row "
+        "runs the whole pickled pipeline, pandas included).",
         "",
         "| model | trigger | INSERT ... SELECT rows/s | vs no trigger | single-row INSERTs "
         "rows/s | vs no trigger |",
@@ -221,14 +236,11 @@ def _markdown(
     ]
     for algorithm, label in MODELS:
         figures = results[algorithm]
-        base = figures["no trigger"]
         for variant, _, _ in VARIANTS:
             f = figures[variant]
             lines.append(
-                f"| {label} | {variant} | {f.bulk_rows_per_s:,.0f} | "
-                f"{f.bulk_rows_per_s / base.bulk_rows_per_s:.3g}x | "
-                f"{f.single_rows_per_s:,.0f} | "
-                f"{f.single_rows_per_s / base.single_rows_per_s:.3g}x |"
+                f"| {label} | {variant} | {f.bulk_rows_per_s:,.0f} | {f.bulk_ratio:.3g}x | "
+                f"{f.single_rows_per_s:,.0f} | {f.single_ratio:.3g}x |"
             )
     lines += [
         "",
