@@ -63,6 +63,9 @@ INSERTED_TRIGGER = "scorekit_inserted"  # AFTER INSERT ... FOR EACH STATEMENT: s
 TRANSITION_TABLE = "scorekit_new"
 
 F = TypeVar("F", bound=Callable[..., Any])
+# What the installed SQL functions expect of this module; sql/install.sql names the same number.
+# A connection that imported an older scorekit before an upgrade is asked to reconnect.
+API = 2
 
 
 @dataclass
@@ -79,7 +82,7 @@ class TableScoring:
     key_columns: list[str]
     token: str  # the attachment row's xmin: it changes whenever the row does
     types: dict[str, Column]  # the table's columns
-    statement: int | str | None = None  # the start of the statement this state serves
+    statement: object = None  # the statement this state serves, as Runtime keys statements
     rows: int = 0  # rows seen by the row trigger in this statement, for messages
     write_plan: Any = None  # the prepared UPDATE that writes scores back by primary key
 
@@ -138,8 +141,21 @@ class Runtime:
         self._tables: dict[str, TableScoring] = {}  # by the table's oid, as TD["relid"] gives it
         self.loads = 0  # models loaded by this connection
         self._statement_clock = statement_clock()
+        if self._statement_clock is not None and not self._clock_agrees():
+            self._statement_clock = None
 
     # --- plumbing -----------------------------------------------------------------------------
+    def _clock_agrees(self) -> bool:
+        """statement_clock() reads what statement_timestamp() and transaction_timestamp() say
+        (microseconds since 2000-01-01, PostgreSQL's epoch); checked once per connection."""
+        assert self._statement_clock is not None
+        row = self._query(
+            "SELECT ((extract(epoch FROM statement_timestamp()) - 946684800) * 1000000)::int8 "
+            "AS s, ((extract(epoch FROM transaction_timestamp()) - 946684800) * 1000000)::int8 "
+            "AS t"
+        )[0]
+        return bool((row["s"], row["t"]) == self._statement_clock())
+
     def _query(self, sql: str, types: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
         """Run a query through a prepared plan kept for the connection."""
         plan = self._plans.get(sql)
@@ -321,7 +337,7 @@ class Runtime:
         rows = self._query(
             "SELECT c.oid::text AS oid, c.relkind::text AS kind, c.relname::text AS name, "
             "n.nspname::text AS schema FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE c.oid = $1::regclass",
+            "ON n.oid = c.relnamespace WHERE c.oid = $1::regclass::oid",
             ["text"],
             [tbl],
         )
@@ -348,7 +364,7 @@ class Runtime:
             "SELECT a.attname::text AS name FROM pg_index i JOIN pg_attribute a "
             "ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[]) "
             "WHERE i.indrelid = $1::oid AND i.indisprimary "
-            "ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            "ORDER BY pg_catalog.array_position(i.indkey::int2[], a.attnum)",
             ["text"],
             [oid],
         )
@@ -469,7 +485,7 @@ class Runtime:
 
     def _drop_triggers(self, table: str) -> None:
         existing = self._query(
-            "SELECT tgname::text AS name FROM pg_trigger WHERE tgrelid = $1::regclass "
+            "SELECT tgname::text AS name FROM pg_trigger WHERE tgrelid = $1::regclass::oid "
             "AND tgname = ANY ($2)",
             ["text", "text[]"],
             [table, [ROW_TRIGGER, INSERTED_TRIGGER]],
@@ -482,7 +498,7 @@ class Runtime:
         oid, table = self._table(tbl)
         self._drop_triggers(table)
         deleted = self._query(
-            "DELETE FROM scorekit.attachments WHERE tbl = $1::oid::regclass RETURNING model",
+            "DELETE FROM scorekit.attachments WHERE tbl::oid = $1::oid RETURNING model",
             ["text"],
             [oid],
         )
@@ -494,17 +510,20 @@ class Runtime:
     # --- the state of an attached table, once per statement ----------------------------------
     def current(self, oid: str, table: Callable[[], str]) -> TableScoring:
         """The table's scoring state for the running top-level statement: read by its first
-        trigger call, reused by the others (statements nested in it included)."""
+        trigger call, reused by the others (statements nested in it included). A statement is
+        told from the next by its start time and its transaction's: statements sent together
+        in one query string, or run by one function call, count as one."""
         state = self._tables.get(oid)
         clock = self._statement_clock
         if state is not None and clock is not None and state.statement == clock():
             return state
         return self.refresh(oid, table)
 
-    def refresh(self, oid: str, table: Callable[[], str]) -> TableScoring:
+    def refresh(self, oid: str, table: Callable[[], str], force: bool = False) -> TableScoring:
         """Read which attachment and deployed version hold now (one small query) and return the
-        table's scoring state, rebuilt if either changed. ``table`` gives the table's name for
-        messages."""
+        table's scoring state, rebuilt if either changed; unless ``force``, a state already
+        serving this statement is kept, so that one statement never mixes versions. ``table``
+        gives the table's name for messages."""
         rows = self._query(
             # xmin changes with every change of the attachment's row, however it was made.
             "SELECT a.xmin::text AS token, "
@@ -513,8 +532,8 @@ class Runtime:
             "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
             "WHERE d.model = a.model ORDER BY d.id DESC LIMIT 1)) AS version, "
             # the statement's key where statement_clock() is unavailable
-            "statement_timestamp()::text AS statement "
-            "FROM scorekit.attachments a WHERE a.tbl = $1::oid::regclass",
+            "statement_timestamp()::text || ' ' || transaction_timestamp()::text AS statement "
+            "FROM scorekit.attachments a WHERE a.tbl::oid = $1::oid",
             ["text"],
             [oid],
         )
@@ -526,8 +545,8 @@ class Runtime:
         row = rows[0]
         statement = row["statement"] if self._statement_clock is None else self._statement_clock()
         state = self._tables.get(oid)
-        if state is not None and state.statement == statement:
-            return state  # no clock: a later trigger call of the same statement
+        if not force and state is not None and state.statement == statement:
+            return state  # a later call in the same statement (without the clock)
         version = row["version"]
         if state is None or state.token != row["token"] or state.version != version:
             state = self._build_state(oid, table(), version)
@@ -540,7 +559,7 @@ class Runtime:
         rows = self._query(
             "SELECT a.model, a.engine, a.on_error, a.features::text AS features, "
             "a.outputs::text AS outputs, a.version_column, a.key_columns, a.xmin::text AS token "
-            "FROM scorekit.attachments a WHERE a.tbl = $1::oid::regclass",
+            "FROM scorekit.attachments a WHERE a.tbl::oid = $1::oid",
             ["text"],
             [oid],
         )
@@ -574,12 +593,17 @@ class Runtime:
 
     # --- triggers -----------------------------------------------------------------------------
     @_edge
+    def statement_begins(self, td: Mapping[str, Any]) -> None:
+        """What the BEFORE ... FOR EACH STATEMENT trigger of tables attached by an install
+        before API 2 calls, until scorekit db install drops it: nothing to do any more."""
+
+    @_edge
     def score_row(self, td: dict[str, Any]) -> str:
         """BEFORE INSERT OR UPDATE, per row: the row's scores into its own columns.
 
         TD["new"] is replaced by a dict of the score columns alone: PL/Python writes back only
         the columns the dict names, each through its text form, so the row's other columns are
-        not converted back and forth."""
+        not converted back from Python (PL/Python still converts them to Python for TD)."""
         state = self.current(td["relid"], lambda: self._table_name(td))
         new = td["new"]
         state.rows += 1
@@ -624,7 +648,7 @@ class Runtime:
         if batch_size is None or batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         oid, table = self._table(tbl)
-        state = self.refresh(oid, lambda: table)
+        state = self.refresh(oid, lambda: table, force=True)  # the version deployed now
         where = ""
         args: list[Any] = []
         if stale_only:
@@ -678,7 +702,7 @@ class Runtime:
                     selected.append(f"{quote(column)}::float8")
             else:
                 selected.append(quote(column))
-        aggregates = ", ".join(f"array_agg(c{i}) AS c{i}" for i in range(len(selected)))
+        aggregates = ", ".join(f"pg_catalog.array_agg(c{i}) AS c{i}" for i in range(len(selected)))
         inner = ", ".join(f"{s} AS c{i}" for i, s in enumerate(selected))
         sql = (
             f"SELECT {aggregates} FROM (SELECT {inner}, "
@@ -759,9 +783,10 @@ class Runtime:
             sql = (
                 f"UPDATE {state.table} AS t SET "
                 + ", ".join(f"{quote(c)} = s.v{j}" for j, (_, c) in enumerate(targets))
-                + " FROM unnest("
+                + " FROM ROWS FROM ("
                 + ", ".join(
-                    f"${i + 1}::text::{state.types[c].type}[]" for i, c in enumerate(arrays)
+                    f"pg_catalog.unnest(${i + 1}::text::{state.types[c].type}[])"
+                    for i, c in enumerate(arrays)
                 )
                 + f") AS s({', '.join(names)}) WHERE "
                 + " AND ".join(f"t.{quote(k)} = s.k{i}" for i, k in enumerate(state.key_columns))
@@ -813,7 +838,8 @@ class Runtime:
         self._query(
             "INSERT INTO scorekit.errors (tbl, model, version, row_key, row_data, problems, "
             "message) SELECT $1, $2, $3, k::jsonb, d::jsonb, p::jsonb, m "
-            "FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS u(k, d, p, m)",
+            "FROM ROWS FROM (pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::text[]), "
+            "pg_catalog.unnest($6::text[]), pg_catalog.unnest($7::text[])) AS u(k, d, p, m)",
             ["text", "text", "integer", "text[]", "text[]", "text[]", "text[]"],
             [
                 state.table,
@@ -865,24 +891,34 @@ class Runtime:
 _INTEGERS = re.compile(r"-?[0-9]+(?:,-?[0-9]+)*")
 
 
-def statement_clock() -> Callable[[], int] | None:
-    """The server's own GetCurrentStatementStartTimestamp, called through ctypes: the start of the
-    running top-level statement (what statement_timestamp() returns) in microseconds, without a
-    query. A trigger tells a new statement from the next row of the same one by it.
+def statement_clock() -> Callable[[], tuple[int, int]] | None:
+    """The server's own GetCurrentStatementStartTimestamp and
+    GetCurrentTransactionStartTimestamp, called through ctypes: the start of the running
+    top-level statement and of its transaction (what statement_timestamp() and
+    transaction_timestamp() return) in microseconds, without a query. A trigger tells a new
+    statement from the next row of the same one by them; the transaction's start tells apart the
+    transactions a procedure runs with COMMIT, whose statements share the CALL's start.
 
     PL/Python offers no other way to tell: asking with a query costs 20 to 40 µs per statement,
-    as much as scoring the row. The function is part of the server's exported API for extensions
-    (xact.h). None when it can't be found, as outside a PostgreSQL backend; the caller then asks
-    with a query on every call."""
-    import ctypes
-
+    as much as scoring the row. Both functions are part of the server's API for extensions
+    (utils/xact.h). None where they can't be found, as outside a PostgreSQL backend; the caller
+    then asks with a query on every call."""
     try:
-        function = ctypes.CDLL(None).GetCurrentStatementStartTimestamp
-    except (OSError, AttributeError):
+        import ctypes
+
+        server = ctypes.CDLL(None)
+        statement = server.GetCurrentStatementStartTimestamp
+        transaction = server.GetCurrentTransactionStartTimestamp
+    except Exception:  # not in a PostgreSQL backend, or no dlopen(NULL) on this platform
         return None
-    function.argtypes = []
-    function.restype = ctypes.c_int64
-    return function
+    for function in (statement, transaction):
+        function.argtypes = []
+        function.restype = ctypes.c_int64
+
+    def clock() -> tuple[int, int]:
+        return statement(), transaction()
+
+    return clock
 
 
 def array_literal(values: Sequence[Any]) -> str:
@@ -895,7 +931,8 @@ def array_literal(values: Sequence[Any]) -> str:
         return "{" + ",".join(map(str, values)) + "}"
     if kinds == {str}:  # integer keys, read as text: no element needs quotes
         joined = ",".join(values)
-        if _INTEGERS.fullmatch(joined):
+        # every comma a separator (no element holds one), every element an integer
+        if joined.count(",") == len(values) - 1 and _INTEGERS.fullmatch(joined):
             return "{" + joined + "}"
     parts = []
     for v in values:

@@ -15,10 +15,17 @@
 --
 -- PL/Python functions run as their caller (SECURITY INVOKER), so privileges are checked on
 -- every call: a role that is neither publisher nor scorer can't read a model or score with it.
--- Every function pins its search_path to pg_catalog, pg_temp: a trigger runs with the privileges
--- of whoever inserts, and an operator or function planted in a schema on their search_path, with
--- argument types that match exactly where pg_catalog's need a coercion, would otherwise be
--- called instead of pg_catalog's. Every scorekit name in the functions is schema-qualified.
+--
+-- A trigger runs with the privileges of whoever inserts, and an operator or function planted in a
+-- schema on their search_path, with argument types that match exactly where pg_catalog's need a
+-- coercion, would be called instead of pg_catalog's (the pattern of CVE-2018-1058). So:
+-- - the SQL and plpgsql functions pin their search_path to pg_catalog, pg_temp;
+-- - the PL/Python functions keep the caller's search_path, because their statements fire the
+--   user's own code (the write-back UPDATE fires the table's UPDATE triggers, attach's CREATE
+--   TRIGGER fires event triggers), which may name objects without a schema. Instead, every name
+--   in their SQL is schema-qualified or matches a pg_catalog object exactly
+--   (pg_catalog.unnest, pg_catalog.array_agg, oid = oid rather than regclass = regclass);
+--   tests plant such objects and score through every entry point.
 
 CREATE SCHEMA IF NOT EXISTS scorekit;
 COMMENT ON SCHEMA scorekit IS 'scorekit: models, deployments and in-database scoring';
@@ -213,26 +220,39 @@ $$;
 
 -- --- PL/Python: every body hands over to scorekit._plpython ------------------------------------
 -- scorekit._boot imports scorekit from the recorded site-packages once per connection and keeps
--- the runtime in GD, which all PL/Python functions of the connection share.
+-- the runtime in GD, which all PL/Python functions of the connection share. GD["scorekit_api"]
+-- is the API the runtime was built for: 2, scorekit._plpython.API, which these bodies expect. A
+-- connection that imported an older scorekit before an upgrade keeps that code until it ends.
 
 CREATE OR REPLACE FUNCTION scorekit._boot() RETURNS void
-LANGUAGE plpython3u SET search_path = pg_catalog, pg_temp AS $$
-if "scorekit" not in GD:
-    import site
-    rows = plpy.execute("SELECT site_packages FROM scorekit.runtime")
-    if not rows:
-        plpy.error("scorekit is not installed in this database",
-                   hint="run: scorekit db install", sqlstate="55000")
-    site.addsitedir(rows[0]["site_packages"])
-    from scorekit import _plpython
-    GD["scorekit"] = _plpython.Runtime(plpy)
+LANGUAGE plpython3u AS $$
+if GD.get("scorekit_api") == 2:
+    return
+if "scorekit" in GD:
+    plpy.error("scorekit was upgraded in this database after this connection loaded it, and "
+               "the connection still runs the older code",
+               hint="reconnect (connection pools: recycle their connections)",
+               sqlstate="55000")
+import site
+rows = plpy.execute("SELECT site_packages FROM scorekit.runtime")
+if not rows:
+    plpy.error("scorekit is not installed in this database",
+               hint="run: scorekit db install", sqlstate="55000")
+site.addsitedir(rows[0]["site_packages"])
+from scorekit import _plpython
+if _plpython.API != 2:
+    plpy.error(f"the scorekit package at {rows[0]['site_packages']} has API "
+               f"{_plpython.API}; the functions in this database expect 2",
+               hint="run scorekit db install with that package", sqlstate="55000")
+GD["scorekit"] = _plpython.Runtime(plpy)
+GD["scorekit_api"] = 2
 $$;
 
 -- predict and predict_batch are STABLE: their queries (the champion) then see the snapshot of
 -- the statement that calls them, so one SELECT scoring many rows never mixes versions.
 CREATE OR REPLACE FUNCTION scorekit.predict(model text, features jsonb) RETURNS jsonb
-LANGUAGE plpython3u STABLE SET search_path = pg_catalog, pg_temp AS $$
-if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+LANGUAGE plpython3u STABLE AS $$
+if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].predict(model, features)
 $$;
 COMMENT ON FUNCTION scorekit.predict(text, jsonb) IS
@@ -242,8 +262,8 @@ COMMENT ON FUNCTION scorekit.predict(text, jsonb) IS
 
 CREATE OR REPLACE FUNCTION scorekit.predict_batch(model text, records jsonb)
 RETURNS TABLE (ordinal integer, scores jsonb)
-LANGUAGE plpython3u STABLE SET search_path = pg_catalog, pg_temp AS $$
-if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+LANGUAGE plpython3u STABLE AS $$
+if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].predict_batch(model, records)
 $$;
 COMMENT ON FUNCTION scorekit.predict_batch(text, jsonb) IS
@@ -260,8 +280,8 @@ CREATE OR REPLACE FUNCTION scorekit.attach(
     on_error text DEFAULT 'raise',
     engine text DEFAULT 'auto'
 ) RETURNS text
-LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+LANGUAGE plpython3u VOLATILE AS $$
+if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].attach(tbl, model, mode, outputs, features, version_column, on_error,
                              engine)
 $$;
@@ -270,16 +290,16 @@ COMMENT ON FUNCTION scorekit.attach(regclass, text, text, jsonb, jsonb, text, te
     'per row) or statement (AFTER INSERT, the whole statement at once; needs a primary key)';
 
 CREATE OR REPLACE FUNCTION scorekit.detach(tbl regclass) RETURNS text
-LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+LANGUAGE plpython3u VOLATILE AS $$
+if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].detach(tbl)
 $$;
 
 CREATE OR REPLACE FUNCTION scorekit.rescore(tbl regclass, stale_only boolean DEFAULT false,
                                             batch_size integer DEFAULT 10000)
 RETURNS bigint
-LANGUAGE plpython3u VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+LANGUAGE plpython3u VOLATILE AS $$
+if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].rescore(tbl, stale_only, batch_size)
 $$;
 COMMENT ON FUNCTION scorekit.rescore(regclass, boolean, integer) IS
@@ -291,14 +311,14 @@ COMMENT ON FUNCTION scorekit.rescore(regclass, boolean, integer) IS
 DROP FUNCTION IF EXISTS scorekit._statement_trigger() CASCADE;
 
 CREATE OR REPLACE FUNCTION scorekit._row_trigger() RETURNS trigger
-LANGUAGE plpython3u SET search_path = pg_catalog, pg_temp AS $$
-if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+LANGUAGE plpython3u AS $$
+if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].score_row(TD)
 $$;
 
 CREATE OR REPLACE FUNCTION scorekit._inserted_trigger() RETURNS trigger
-LANGUAGE plpython3u SET search_path = pg_catalog, pg_temp AS $$
-if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
+LANGUAGE plpython3u AS $$
+if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].score_inserted(TD)
 $$;
 

@@ -321,13 +321,7 @@ def test_each_statement_of_a_transaction_reads_the_deployed_version(
             INSERT INTO {table} ({COLUMNS}) SELECT {COLUMNS} FROM {table} ORDER BY id LIMIT 1;
         END $$"""
     )
-    if clock == "query":
-        conn.execute(
-            """DO LANGUAGE plpython3u $$
-            if "scorekit" not in GD: plpy.execute("SELECT scorekit._boot()")
-            GD["scorekit"]._statement_clock = None
-            $$"""
-        )
+    use_clock(conn, clock)
     try:
         with conn.transaction():
             load(conn, table, rows[:2], how="single")
@@ -342,6 +336,76 @@ def test_each_statement_of_a_transaction_reads_the_deployed_version(
         _remove_version(conn, name, second)
 
 
+def use_clock(conn, clock: str) -> None:
+    """'server': check that the connection reads statements' start times through ctypes;
+    'query': make it ask with a query instead, as where ctypes can't find the functions."""
+    conn.execute(
+        f"""DO LANGUAGE plpython3u $$
+        if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+        if {clock == "query"}:
+            GD["scorekit"]._statement_clock = None
+        elif GD["scorekit"]._statement_clock is None:
+            plpy.error("no statement clock in this server")
+        $$"""
+    )
+
+
+@pytest.mark.parametrize("clock", ["server", "query"])
+def test_a_procedures_transactions_and_a_rescore_read_the_version_anew(
+    conn, db, published, data_dir, table, clock
+) -> None:
+    """Within one CALL, each transaction a procedure COMMITs is a statement of its own for the
+    version check; within one statement, rescore scores with the version deployed at its call."""
+    name, first = published["audit"]
+    second = _publish_copy(conn, name, published["audit_na"])
+    _db.attach(table, name, mode="row", version_column="model_version", dsn=db)
+    copy = f"INSERT INTO {table} ({COLUMNS}) SELECT {COLUMNS} FROM {table} ORDER BY id LIMIT 1"
+    conn.execute(
+        f"""CREATE PROCEDURE pg_temp.load_promote_load(version integer) LANGUAGE plpgsql AS $$
+        BEGIN
+            {copy};
+            COMMIT;
+            PERFORM scorekit.promote('{name}', version);
+            COMMIT;
+            {copy};
+        END $$"""
+    )
+    use_clock(conn, clock)
+    try:
+        load(conn, table, csv_rows(data_dir)[:1], how="single")
+        conn.execute("CALL pg_temp.load_promote_load(%s)", [second])
+        versions = conn.execute(f"SELECT model_version FROM {table} ORDER BY id").fetchall()
+        assert [v[0] for v in versions] == [first, first, second]
+        conn.execute(
+            f"""DO $$ BEGIN
+                {copy};
+                PERFORM scorekit.promote('{name}', {first});
+                PERFORM scorekit.rescore('{table}', stale_only => true);
+            END $$"""
+        )
+        versions = conn.execute(f"SELECT model_version FROM {table} ORDER BY id").fetchall()
+        assert [v[0] for v in versions] == [first] * 4
+    finally:
+        _db.detach(table, db)
+        _remove_version(conn, name, second)
+
+
+def test_a_connection_older_than_an_upgrade_is_asked_to_reconnect(conn, db, published, table):
+    name, _ = published["audit"]
+    _db.attach(table, name, dsn=db)
+    # What a connection that imported an older scorekit before `scorekit db install` looks like.
+    conn.execute(
+        """DO LANGUAGE plpython3u $$
+        if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+        GD["scorekit_api"] = 1
+        $$"""
+    )
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as caught:
+        conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})")
+    assert "upgraded in this database after this connection loaded it" in str(caught.value)
+    assert "reconnect" in (caught.value.diag.message_hint or "")
+
+
 def test_the_row_trigger_writes_only_the_score_columns(conn, db, published, data_dir) -> None:
     """The row's other columns keep exactly what the INSERT, an UPDATE and earlier BEFORE
     triggers put there (the trigger hands back only its score columns)."""
@@ -350,7 +414,7 @@ def test_the_row_trigger_writes_only_the_score_columns(conn, db, published, data
         conn,
         "stamped",
         "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-        "stamp text, precise numeric, measured real, prediction integer, "
+        "stamp text, precise numeric, measured real, shifted integer[], prediction integer, "
         "probability_0 double precision, probability_1 double precision",
     )
     conn.execute(
@@ -366,13 +430,15 @@ def test_the_row_trigger_writes_only_the_score_columns(conn, db, published, data
     try:
         load(conn, "stamped", csv_rows(data_dir)[:1], how="single")
         conn.execute("UPDATE stamped SET precise = 0.10000000000000000000000000000000000001")
-        conn.execute("UPDATE stamped SET measured = 'NaN', age = age + 1")
-        stamp, precise, measured, prediction = conn.execute(
-            "SELECT stamp, precise::text, measured::text, prediction FROM stamped"
+        # an array whose lower bound is 0: PL/Python's list of it would lose that bound
+        conn.execute("UPDATE stamped SET measured = 'NaN', shifted = '[0:1]={1,2}', age = age + 1")
+        stamp, precise, measured, shifted, prediction = conn.execute(
+            "SELECT stamp, precise::text, measured::text, shifted::text, prediction FROM stamped"
         ).fetchone()
         assert stamp == "set by an earlier trigger"
         assert precise == "0.10000000000000000000000000000000000001"
         assert measured == "NaN"
+        assert shifted == "[0:1]={1,2}"
         assert prediction is not None
     finally:
         conn.execute("DROP TABLE stamped")
@@ -610,49 +676,109 @@ def as_role(conn, role: str, sql: str, params: list[Any] | None = None) -> Any:
         return conn.execute(sql, params).fetchall()
 
 
-@pytest.mark.parametrize("mode", ["row", "statement"])
-def test_a_planted_operator_on_the_search_path_is_never_called(
-    conn, db, published, data_dir, table, mode
-) -> None:
-    """scorekit's functions resolve every name in pg_catalog, whatever the caller's search_path.
-    An operator and a function planted in a schema ahead on it, with argument types that match
-    exactly where pg_catalog's need a coercion (the pattern of CVE-2018-1058), would otherwise
-    run with the privileges of whoever inserts into an attached table."""
-    name, _ = published["audit"]
+# Objects a hostile schema could plant: each matches scorekit's SQL exactly where pg_catalog's
+# own needs a coercion or is polymorphic, so it would be chosen over pg_catalog's.
+PLANTED = [
+    "CREATE FUNCTION planted.boom2(regclass, regclass) RETURNS boolean",
+    "CREATE OPERATOR planted.= (LEFTARG = regclass, RIGHTARG = regclass, FUNCTION = planted.boom2)",
+    "CREATE FUNCTION planted.boom3(oid, regclass) RETURNS boolean",
+    "CREATE OPERATOR planted.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = planted.boom3)",
+    "CREATE FUNCTION planted.unnest(bigint[]) RETURNS SETOF bigint",
+    "CREATE FUNCTION planted.unnest(text[]) RETURNS SETOF text",
+    "CREATE FUNCTION planted.unnest(double precision[]) RETURNS SETOF double precision",
+    "CREATE FUNCTION planted.array_position(smallint[], smallint) RETURNS integer",
+    "CREATE FUNCTION planted.step(text, text) RETURNS text",
+    "CREATE AGGREGATE planted.array_agg(text) (SFUNC = planted.step, STYPE = text)",
+    "CREATE FUNCTION planted.fstep(text, double precision) RETURNS text",
+    "CREATE AGGREGATE planted.array_agg(double precision) (SFUNC = planted.fstep, STYPE = text)",
+]
+
+
+def _plant(conn) -> None:
     conn.execute("DROP SCHEMA IF EXISTS planted CASCADE")
     conn.execute("CREATE SCHEMA planted")
-    conn.execute(
-        """CREATE FUNCTION planted.hijack(regclass, regclass) RETURNS boolean
-        LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'planted operator called'; END $$"""
-    )
-    conn.execute(
-        "CREATE OPERATOR planted.= (LEFTARG = regclass, RIGHTARG = regclass, "
-        "FUNCTION = planted.hijack)"
-    )
-    conn.execute(
-        """CREATE FUNCTION planted.unnest(bigint[]) RETURNS SETOF bigint
-        LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'planted unnest called'; END $$"""
-    )
+    for statement in PLANTED:
+        if statement.startswith("CREATE FUNCTION"):
+            returns = statement.split(" RETURNS ")[1]
+            body = "RETURN NEXT NULL; " if returns.startswith("SETOF") else ""
+            statement += (
+                f" LANGUAGE plpgsql AS $$BEGIN {body}RAISE EXCEPTION 'planted object called'; "
+                "END $$"
+            )
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize("mode", ["row", "statement"])
+def test_objects_planted_on_the_search_path_are_never_called(
+    conn, db, published, data_dir, table, mode
+) -> None:
+    """scorekit resolves every name in pg_catalog, whatever the caller's search_path: operators
+    and functions planted in a schema ahead on it (the pattern of CVE-2018-1058) would otherwise
+    run with the privileges of whoever inserts into an attached table. Every entry point, with
+    bad rows recorded (on_error 'null') so that the errors table is written too."""
+    name, _ = published["audit"]
+    _plant(conn)
     rows = csv_rows(data_dir)[:20]
     try:
         conn.execute("SET search_path = planted, public")
         conn.execute(
-            "SELECT scorekit.attach(%s, %s, mode => %s, version_column => 'model_version')",
+            "SELECT scorekit.attach(%s, %s, mode => %s, version_column => 'model_version', "
+            "on_error => 'null')",
             [table, name, mode],
         )
         load(conn, table, rows[:10], how="single")
         load(conn, table, rows[10:])
+        conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({UNSEEN})")
+        conn.execute(f"SELECT scorekit.rescore('{table}', stale_only => true)")
         conn.execute(f"SELECT scorekit.rescore('{table}')")
+        conn.execute(f"SELECT scorekit.predict(%s, to_jsonb(a)) FROM {table} a LIMIT 1", [name])
         conn.execute(
-            f"SELECT scorekit.predict(%s, to_jsonb(a)) FROM {table} a LIMIT 1", [name]
-        ).fetchall()
-        assert conn.execute(
-            f"SELECT count(*) FROM {table} WHERE prediction IS NOT NULL"
-        ).fetchone() == (20,)
+            f"SELECT * FROM scorekit.predict_batch(%s, "
+            f"(SELECT jsonb_agg(a) FROM {table} a WHERE prediction IS NOT NULL))",
+            [name],
+        )
+        conn.execute("SELECT scorekit.promote(%s, %s)", published["audit"])
+        scored = conn.execute(
+            f"SELECT count(*) FILTER (WHERE prediction IS NOT NULL), count(*) FROM {table}"
+        ).fetchone()
+        assert scored == (20, 21)
+        errors = conn.execute(
+            "SELECT count(*) FROM scorekit.errors WHERE tbl = %s", [f"public.{table}"]
+        )
+        assert errors.fetchone()[0] >= 1
         conn.execute(f"SELECT scorekit.detach('{table}')")
     finally:
         conn.execute("RESET search_path")
         conn.execute("DROP SCHEMA planted CASCADE")
+
+
+def test_the_tables_own_triggers_see_the_callers_search_path(
+    conn, db, published, data_dir, table
+) -> None:
+    """The statement mode's write-back UPDATE and rescore fire the table's own UPDATE
+    triggers, which may name objects without a schema, as on any UPDATE by the caller."""
+    name, _ = published["audit"]
+    conn.execute("DROP TABLE IF EXISTS audit_log")
+    conn.execute("CREATE TABLE audit_log (id bigint, probability double precision)")
+    conn.execute(
+        """CREATE FUNCTION pg_temp.log_scores() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO audit_log VALUES (NEW.id, NEW.probability_1);  -- no schema named
+            RETURN NULL;
+        END $$"""
+    )
+    conn.execute(
+        f"CREATE TRIGGER log_scores AFTER UPDATE OF probability_1 ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION pg_temp.log_scores()"
+    )
+    try:
+        _db.attach(table, name, mode="statement", dsn=db)
+        load(conn, table, csv_rows(data_dir)[:5])
+        conn.execute(f"SELECT scorekit.rescore('{table}')")
+        logged = conn.execute("SELECT count(*), count(probability) FROM audit_log").fetchone()
+        assert logged == (10, 10)  # five rows written back, then rescored
+    finally:
+        conn.execute("DROP TABLE audit_log")
 
 
 def test_a_role_with_neither_grant_can_read_or_change_nothing(conn, published) -> None:
@@ -756,6 +882,9 @@ def test_array_literals_round_trip_through_postgresql(conn) -> None:
     ]
     odd = ["1", "", "2,3", "-"]
     assert conn.execute("SELECT %s::text::text[]", [array_literal(odd)]).fetchone()[0] == odd
+    for commas in (["1,2", "3"], ["1,2"], ["-1", "2,-3"]):  # text keys that hold a comma
+        got = conn.execute("SELECT %s::text::text[]", [array_literal(commas)]).fetchone()[0]
+        assert got == commas
 
 
 # --- review findings: each test failed before its fix --------------------------------------------

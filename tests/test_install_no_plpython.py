@@ -25,12 +25,12 @@ from scorekit._cli import main
 from scorekit._config import database_url
 
 
-def _run_as_server_user(*command: str | Path) -> None:
+def _run_as_server_user(*command: str | Path, check: bool = True) -> None:
     """initdb and the server refuse to run as root: run them as postgres when we are root."""
     args = [str(c) for c in command]
     if os.geteuid() == 0:
         args = ["runuser", "-u", "postgres", "--", *args]
-    subprocess.run(args, check=True, capture_output=True, timeout=120)
+    subprocess.run(args, check=check, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +58,24 @@ def server_without_plpython() -> Iterator[str]:
                 os.lchown(path, owner.pw_uid, owner.pw_gid)
         data = root / "data"
         _run_as_server_user(copied / "bin/initdb", "-D", data, "-A", "trust", "-U", "postgres")
-        _run_as_server_user(
-            copied / "bin/pg_ctl",
-            "-D",
-            data,
-            "-w",
-            "-l",
-            root / "server.log",
-            "-o",
-            f"-k {root} -c listen_addresses=''",
-            "start",
-        )
         try:
+            _run_as_server_user(
+                copied / "bin/pg_ctl",
+                "-D",
+                data,
+                "-w",
+                "-l",
+                root / "server.log",
+                "-o",
+                f"-k {root} -c listen_addresses=''",
+                "start",
+            )
             yield f"host={root} port=5432 dbname=postgres user=postgres"
         finally:
-            _run_as_server_user(copied / "bin/pg_ctl", "-D", data, "-m", "immediate", "stop")
+            # also after a failed or timed-out start, before the directory goes
+            if (data / "postmaster.pid").exists():
+                stop = (copied / "bin/pg_ctl", "-D", data, "-m", "immediate", "stop")
+                _run_as_server_user(*stop, check=False)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
