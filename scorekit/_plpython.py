@@ -22,6 +22,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 
 from ._bundle import PICKLE_FILE, PMML_FILE, Bundle, sha256_hex
@@ -134,6 +135,8 @@ def _edge(method: F) -> F:
 class Runtime:
     """Everything one database connection scores with; the SQL functions call its methods."""
 
+    API = API
+
     def __init__(self, plpy: Any) -> None:
         self.plpy = plpy
         self._plans: dict[str, Any] = {}
@@ -149,12 +152,14 @@ class Runtime:
         """statement_clock() reads what statement_timestamp() and transaction_timestamp() say
         (microseconds since 2000-01-01, PostgreSQL's epoch); checked once per connection."""
         assert self._statement_clock is not None
+        # Seconds since 1970 as text, the arithmetic in Python: numeric - integer in SQL would
+        # resolve through the caller's search_path (see sql/install.sql).
         row = self._query(
-            "SELECT ((extract(epoch FROM statement_timestamp()) - 946684800) * 1000000)::int8 "
-            "AS s, ((extract(epoch FROM transaction_timestamp()) - 946684800) * 1000000)::int8 "
-            "AS t"
+            "SELECT extract(epoch FROM statement_timestamp())::text AS s, "
+            "extract(epoch FROM transaction_timestamp())::text AS t"
         )[0]
-        return bool((row["s"], row["t"]) == self._statement_clock())
+        since_2000 = [int((Decimal(row[k]) - 946_684_800) * 1_000_000) for k in ("s", "t")]
+        return bool(tuple(since_2000) == self._statement_clock())
 
     def _query(self, sql: str, types: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
         """Run a query through a prepared plan kept for the connection."""
@@ -369,6 +374,28 @@ class Runtime:
             [oid],
         )
         return [r["name"] for r in rows]
+
+    def _key_equality(self, table: str) -> list[tuple[str, str]]:
+        """For each primary key column, in key order: the type its index compares as and the
+        schema of that comparison's = operator, so that the write-back names the very operator
+        the index uses (a varchar key compares as text with pg_catalog's =, a citext key with
+        citext's), never one found on the caller's search_path."""
+        rows = self._query(
+            "SELECT pg_catalog.format_type(c.opcintype, NULL) AS cast, "
+            "pg_catalog.quote_ident(n.nspname) AS schema "
+            "FROM pg_catalog.pg_index i "
+            "CROSS JOIN pg_catalog.generate_series(0, i.indnkeyatts - 1) AS k(pos) "
+            "JOIN pg_catalog.pg_opclass c ON c.oid = i.indclass[k.pos] "
+            "JOIN pg_catalog.pg_amop o ON o.amopfamily = c.opcfamily "
+            "AND o.amoplefttype = c.opcintype AND o.amoprighttype = c.opcintype "
+            "AND o.amopstrategy = 3 AND o.amopmethod = c.opcmethod "  # btree's equality
+            "JOIN pg_catalog.pg_operator op ON op.oid = o.amopopr "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = op.oprnamespace "
+            "WHERE i.indrelid = $1::regclass::oid AND i.indisprimary ORDER BY k.pos",
+            ["text"],
+            [table],
+        )
+        return [(r["cast"], r["schema"]) for r in rows]
 
     @_edge
     def attach(
@@ -789,7 +816,12 @@ class Runtime:
                     for i, c in enumerate(arrays)
                 )
                 + f") AS s({', '.join(names)}) WHERE "
-                + " AND ".join(f"t.{quote(k)} = s.k{i}" for i, k in enumerate(state.key_columns))
+                + " AND ".join(
+                    f"t.{quote(k)}::{cast} OPERATOR({schema}.=) s.k{i}::{cast}"
+                    for i, (k, (cast, schema)) in enumerate(
+                        zip(state.key_columns, self._key_equality(state.table), strict=True)
+                    )
+                )
             )
             state.write_plan = self.plpy.prepare(sql, ["text"] * len(arrays))
         arguments = [*keys, *(scored[output] for output, _ in targets)]

@@ -24,8 +24,9 @@
 --   user's own code (the write-back UPDATE fires the table's UPDATE triggers, attach's CREATE
 --   TRIGGER fires event triggers), which may name objects without a schema. Instead, every name
 --   in their SQL is schema-qualified or matches a pg_catalog object exactly
---   (pg_catalog.unnest, pg_catalog.array_agg, oid = oid rather than regclass = regclass);
---   tests plant such objects and score through every entry point.
+--   (pg_catalog.unnest, pg_catalog.array_agg, oid = oid rather than regclass = regclass, the
+--   primary key compared with its index's own operator, OPERATOR(schema.=), arithmetic done
+--   in Python); tests plant such objects and score through every entry point.
 
 CREATE SCHEMA IF NOT EXISTS scorekit;
 COMMENT ON SCHEMA scorekit IS 'scorekit: models, deployments and in-database scoring';
@@ -229,6 +230,9 @@ LANGUAGE plpython3u AS $$
 if GD.get("scorekit_api") == 2:
     return
 if "scorekit" in GD:
+    if getattr(GD["scorekit"], "API", 1) == 2:  # booted by an older _boot: the same code
+        GD["scorekit_api"] = 2
+        return
     plpy.error("scorekit was upgraded in this database after this connection loaded it, and "
                "the connection still runs the older code",
                hint="reconnect (connection pools: recycle their connections)",
@@ -240,10 +244,11 @@ if not rows:
                hint="run: scorekit db install", sqlstate="55000")
 site.addsitedir(rows[0]["site_packages"])
 from scorekit import _plpython
-if _plpython.API != 2:
-    plpy.error(f"the scorekit package at {rows[0]['site_packages']} has API "
-               f"{_plpython.API}; the functions in this database expect 2",
-               hint="run scorekit db install with that package", sqlstate="55000")
+if getattr(_plpython, "API", 1) != 2:
+    plpy.error(f"this connection imported scorekit with API {getattr(_plpython, 'API', 1)} "
+               f"(from {rows[0]['site_packages']}); the functions in this database expect 2",
+               hint="reconnect; if that does not help, run scorekit db install with the "
+               "package the server imports", sqlstate="55000")
 GD["scorekit"] = _plpython.Runtime(plpy)
 GD["scorekit_api"] = 2
 $$;

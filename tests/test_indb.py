@@ -691,6 +691,14 @@ PLANTED = [
     "CREATE AGGREGATE planted.array_agg(text) (SFUNC = planted.step, STYPE = text)",
     "CREATE FUNCTION planted.fstep(text, double precision) RETURNS text",
     "CREATE AGGREGATE planted.array_agg(double precision) (SFUNC = planted.fstep, STYPE = text)",
+    # pg_catalog has numeric - numeric and * numeric, not with an integer
+    "CREATE FUNCTION planted.minus(numeric, integer) RETURNS numeric",
+    "CREATE OPERATOR planted.- (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = planted.minus)",
+    "CREATE FUNCTION planted.times(numeric, integer) RETURNS numeric",
+    "CREATE OPERATOR planted.* (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = planted.times)",
+    # varchar compares with text's =, through a cast: a varchar = varchar would match exactly
+    "CREATE FUNCTION planted.same(varchar, varchar) RETURNS boolean",
+    "CREATE OPERATOR planted.= (LEFTARG = varchar, RIGHTARG = varchar, FUNCTION = planted.same)",
 ]
 
 
@@ -750,6 +758,34 @@ def test_objects_planted_on_the_search_path_are_never_called(
     finally:
         conn.execute("RESET search_path")
         conn.execute("DROP SCHEMA planted CASCADE")
+
+
+def test_a_varchar_key_is_written_back_with_its_indexs_operator(
+    conn, db, published, data_dir
+) -> None:
+    """The statement mode's write-back and rescore compare a varchar primary key with the
+    operator its index uses, not one planted on the caller's search_path."""
+    name, _ = published["audit"]
+    create_table(
+        conn,
+        "keyed",
+        "code varchar(12) PRIMARY KEY",
+        "prediction integer, probability_0 double precision, probability_1 double precision",
+    )
+    _plant(conn)
+    rows = csv_rows(data_dir)[:5]
+    try:
+        conn.execute("SET search_path = planted, public")
+        conn.execute("SELECT scorekit.attach('keyed', %s, mode => 'statement')", [name])
+        values = ", ".join(f"('k{i}', {GOOD})" for i in range(len(rows)))
+        conn.execute(f"INSERT INTO keyed (code, {COLUMNS}) VALUES {values}")
+        conn.execute("SELECT scorekit.rescore('keyed')")
+        scored = conn.execute("SELECT count(prediction) FROM keyed").fetchone()
+        assert scored == (len(rows),)
+    finally:
+        conn.execute("RESET search_path")
+        conn.execute("DROP SCHEMA planted CASCADE")
+        conn.execute("DROP TABLE keyed")
 
 
 def test_the_tables_own_triggers_see_the_callers_search_path(
