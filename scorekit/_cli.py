@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_bench.add_argument(
         "--slow-rows", type=int, default=500, help="rows for the sklearn engine's row trigger"
     )
-    db_bench.add_argument("--repeats", type=int, default=3, help="repeats of each (median)")
+    db_bench.add_argument(
+        "--repeats", type=int, default=5, help="rounds, each timing every trigger (median)"
+    )
     db_bench.add_argument("--cold-runs", type=int, default=5, help="new connections (median)")
     db_bench.add_argument("--dsn", help="PostgreSQL DSN (default: $SCOREKIT_DSN or setup's)")
 

@@ -551,6 +551,7 @@ class Runtime:
         table's scoring state, rebuilt if either changed; unless ``force``, a state already
         serving this statement is kept, so that one statement never mixes versions. ``table``
         gives the table's name for messages."""
+        clock = self._statement_clock
         rows = self._query(
             # xmin changes with every change of the attachment's row, however it was made.
             "SELECT a.xmin::text AS token, "
@@ -558,9 +559,15 @@ class Runtime:
             # statement, which costs more than the rest of the trigger for a one-row INSERT.
             "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
             "WHERE d.model = a.model ORDER BY d.id DESC LIMIT 1)) AS version, "
-            # the statement's key where statement_clock() is unavailable
-            "statement_timestamp()::text || ' ' || transaction_timestamp()::text AS statement "
-            "FROM scorekit.attachments a WHERE a.tbl::oid = $1::oid",
+            # the statement's key where statement_clock() is unavailable (as text, two
+            # timestamps cost a few µs: only then)
+            + (
+                "NULL AS statement "
+                if clock is not None
+                else "statement_timestamp()::text || ' ' || transaction_timestamp()::text "
+                "AS statement "
+            )
+            + "FROM scorekit.attachments a WHERE a.tbl::oid = $1::oid",
             ["text"],
             [oid],
         )
@@ -570,7 +577,7 @@ class Runtime:
                 f"SELECT scorekit.attach('{table()}', '<model>') (or scorekit db attach)"
             )
         row = rows[0]
-        statement = row["statement"] if self._statement_clock is None else self._statement_clock()
+        statement = row["statement"] if clock is None else clock()
         state = self._tables.get(oid)
         if not force and state is not None and state.statement == statement:
             return state  # a later call in the same statement (without the clock)
