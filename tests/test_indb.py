@@ -393,11 +393,21 @@ def test_a_procedures_transactions_and_a_rescore_read_the_version_anew(
 def test_a_connection_older_than_an_upgrade_is_asked_to_reconnect(conn, db, published, table):
     name, _ = published["audit"]
     _db.attach(table, name, dsn=db)
-    # What a connection that imported an older scorekit before `scorekit db install` looks like.
+    # A runtime of this API that an older _boot made (no GD["scorekit_api"]) is kept.
     conn.execute(
         """DO LANGUAGE plpython3u $$
         if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
-        GD["scorekit_api"] = 1
+        del GD["scorekit_api"]
+        $$"""
+    )
+    conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})")
+    # What a connection that imported an older scorekit before `scorekit db install` looks like:
+    # a runtime of another API in GD.
+    conn.execute(
+        """DO LANGUAGE plpython3u $$
+        if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+        GD["scorekit"].API = 1
+        del GD["scorekit_api"]
         $$"""
     )
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as caught:
