@@ -123,9 +123,12 @@ def to_float32_precision(column: np.ndarray) -> np.ndarray:
     return column.astype(np.float32).astype(np.float64)
 
 
+_NONE = np.array(None, dtype=object)  # a 0-d array of None, to compare object columns with
+
+
 def missing_mask(column: np.ndarray) -> np.ndarray:
-    if column.dtype == object:
-        return np.fromiter((v is None for v in column), dtype=bool, count=len(column))
+    if column.dtype == object:  # text: None is missing (numpy compares each element in C)
+        return np.asarray(np.equal(column, _NONE), dtype=bool)
     return np.isnan(column)
 
 

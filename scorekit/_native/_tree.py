@@ -251,9 +251,15 @@ class CompiledForest:
     A negated test has its children swapped at compile time, so each level of the walk is one
     gather of x, one comparison and one gather of the next node. Rows are walked in chunks so
     the per-level arrays stay small enough for the CPU caches.
+
+    A shallow forest (every path at most SHALLOW_DEPTH tests long, as gradient boosting's trees
+    are) is walked level by level for exactly its depth, every (tree, row) pair at once, with
+    its leaves sending rows to themselves: that needs no bookkeeping of which pairs are still
+    walking. A deeper forest walks only the pairs still at a test, level by level.
     """
 
     CHUNK_ROWS = 2048
+    SHALLOW_DEPTH = 8
 
     def __init__(self, flat: FlatForest) -> None:
         self.features = flat.features
@@ -274,6 +280,28 @@ class CompiledForest:
         self.roots = np.array(flat.roots, dtype=np.intp)
         self.is_test = self.feature >= 0
         self.safe_feature = np.where(self.is_test, self.feature, 0)
+        # For the shallow walk: a leaf sends every row, missing or not, to itself.
+        itself = np.arange(len(self.feature), dtype=np.intp)
+        self.step = np.where(self.is_test[:, None], self.children, itself[:, None])
+        self.step_missing = np.where(self.is_test, self.on_missing, itself)
+        self.step_flat = self.step.ravel()
+        self.depth = self._depth()
+
+    def _depth(self) -> int | None:
+        """The most tests on any path from a root (missing-value branches included); None if
+        it exceeds SHALLOW_DEPTH."""
+        frontier = self.roots
+        depth = 0
+        while True:
+            tests = frontier[self.is_test[frontier]]
+            if tests.size == 0:
+                return depth
+            if depth == self.SHALLOW_DEPTH:
+                return None
+            frontier = np.unique(
+                np.concatenate([self.children[tests].ravel(), self.on_missing[tests]])
+            )
+            depth += 1
 
     def leaves(self, env: Env) -> np.ndarray:
         """(trees, rows) leaf-row indices into ``values``."""
@@ -299,6 +327,18 @@ class CompiledForest:
         offset = self.safe_feature * n  # where each node's feature row starts in x_flat
         node = np.repeat(self.roots, n)
         row = np.tile(np.arange(n, dtype=np.intp), n_trees)
+        if self.depth is not None:
+            for _ in range(self.depth):
+                x = x_flat[offset[node] + row]
+                with np.errstate(invalid="ignore"):
+                    hit = x <= self.threshold[node]
+                following = self.step_flat[2 * node + hit]
+                if any_missing:
+                    missing = np.isnan(x)
+                    if missing.any():
+                        following[missing] = self.step_missing[node[missing]]
+                node = following
+            return self.leaf_row[node].reshape(n_trees, n)
         active = np.flatnonzero(self.is_test[node])
         row = row[active]
         while active.size:
