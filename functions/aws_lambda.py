@@ -81,14 +81,13 @@ def _client() -> Any:
 
 def _on_s3_event(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Score each dropped CSV; a file that can't be scored gets <key>.error.json instead."""
-    input_prefix = os.environ.get("SCOREKIT_INPUT_PREFIX", "input/")
-    output_prefix = os.environ.get("SCOREKIT_OUTPUT_PREFIX", "output/")
+    drop = _filedrop.DropSettings.from_env(os.environ)
     s3 = _client()
     outcomes = []
     for record in records:
         bucket = record["s3"]["bucket"]["name"]
         key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
-        if not _filedrop.wants(key, input_prefix):
+        if not _filedrop.wants(key, drop.input_prefix):
             continue
         body = s3.get_object(Bucket=bucket, Key=key)["Body"]
 
@@ -104,9 +103,9 @@ def _on_s3_event(records: list[dict[str, Any]]) -> dict[str, Any]:
             body,
             upload,
             put_report,
-            input_prefix=input_prefix,
-            output_prefix=output_prefix,
-            chunk_size=int(os.environ.get("SCOREKIT_CHUNK_ROWS", "10000")),
+            input_prefix=drop.input_prefix,
+            output_prefix=drop.output_prefix,
+            chunk_size=drop.chunk_size,
         )
         logging.getLogger("scorekit.http").info("file drop %s", outcome.to_dict())
         outcomes.append({"bucket": bucket, **outcome.to_dict()})

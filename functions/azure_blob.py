@@ -44,9 +44,8 @@ def score_blob(
     """Score one dropped blob; None when it is not a CSV under the input prefix, or is gone."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    input_prefix = os.environ.get("SCOREKIT_INPUT_PREFIX", "input/")
-    output_prefix = os.environ.get("SCOREKIT_OUTPUT_PREFIX", "output/")
-    if not _filedrop.wants(name, input_prefix):
+    drop = _filedrop.DropSettings.from_env(os.environ)
+    if not _filedrop.wants(name, drop.input_prefix):
         return None
     source = service.get_blob_client(container, name)
     try:
@@ -74,7 +73,7 @@ def score_blob(
         stream,
         upload,
         put_report,
-        input_prefix=input_prefix,
-        output_prefix=output_prefix,
-        chunk_size=int(os.environ.get("SCOREKIT_CHUNK_ROWS", "10000")),
+        input_prefix=drop.input_prefix,
+        output_prefix=drop.output_prefix,
+        chunk_size=drop.chunk_size,
     )

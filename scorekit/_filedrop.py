@@ -17,11 +17,12 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ._config import env_number
 from ._csvio import DEFAULT_CHUNK_SIZE, CsvReader
 from ._errors import ScorekitError, UsageError
 from ._http import Models
@@ -83,6 +84,30 @@ def output_key(key: str, input_prefix: str, output_prefix: str) -> tuple[str, st
             f"{input_prefix}<model>[@<version>]/<name>.csv"
         )
     return model, output_prefix + rest
+
+
+@dataclass(frozen=True)
+class DropSettings:
+    """Where drops land and how they are read, as the cloud adapters configure them."""
+
+    input_prefix: str = "input/"
+    output_prefix: str = "output/"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> DropSettings:
+        """SCOREKIT_INPUT_PREFIX, SCOREKIT_OUTPUT_PREFIX and SCOREKIT_CHUNK_ROWS."""
+        rows = env_number(environ, "SCOREKIT_CHUNK_ROWS", float(DEFAULT_CHUNK_SIZE))
+        if rows < 1 or not rows.is_integer():
+            raise UsageError(
+                f"SCOREKIT_CHUNK_ROWS must be a whole number of rows, 1 or more, got "
+                f"{environ.get('SCOREKIT_CHUNK_ROWS')!r}"
+            )
+        return cls(
+            environ.get("SCOREKIT_INPUT_PREFIX", cls.input_prefix),
+            environ.get("SCOREKIT_OUTPUT_PREFIX", cls.output_prefix),
+            int(rows),
+        )
 
 
 def score_drop(

@@ -144,3 +144,22 @@ def test_an_output_prefix_under_the_input_prefix_is_refused(session_store) -> No
         _filedrop.score_drop(models, "in/m/x.csv", io.BytesIO(b""), print, print,
                              input_prefix="in/", output_prefix="in/out/")  # fmt: skip
     assert os.environ.get("SCOREKIT_CHUNK_ROWS") is None
+
+
+@pytest.mark.parametrize("rows", ["0", "2.5", "-1", "many", "inf"])
+def test_a_bad_chunk_setting_is_named(rows: str) -> None:
+    from scorekit import _filedrop
+
+    with pytest.raises(scorekit.UsageError, match=f"SCOREKIT_CHUNK_ROWS.*{rows!r}"):
+        _filedrop.DropSettings.from_env({"SCOREKIT_CHUNK_ROWS": rows})
+
+
+def test_drop_settings_from_the_environment() -> None:
+    from scorekit import _filedrop
+
+    assert _filedrop.DropSettings.from_env({}) == _filedrop.DropSettings(
+        "input/", "output/", 10_000
+    )
+    given = {"SCOREKIT_INPUT_PREFIX": "in/", "SCOREKIT_OUTPUT_PREFIX": "out/",
+             "SCOREKIT_CHUNK_ROWS": "500"}  # fmt: skip
+    assert _filedrop.DropSettings.from_env(given) == _filedrop.DropSettings("in/", "out/", 500)
