@@ -7,10 +7,12 @@ for :class:`Model`, and scorekit's errors into PostgreSQL errors with their SQLS
 One :class:`Runtime` per connection, kept in PL/Python's GD:
 
 - models are loaded once per (name, version, engine), from scorekit.models, sha256-checked;
-- each attached table has a scoring state, read again (one small query, which also resolves the
-  deployed version) by the first trigger call of each top-level statement. The other rows of the
-  statement are scored with no query at all, and one statement never mixes versions: a promote
-  takes effect for the statements that start after it commits.
+- each attached table has a scoring state, checked by the first trigger call of each top-level
+  statement: if no transaction has ended anywhere since the state was read (the server's
+  snapshot is the same) and this connection changed no deployment or attachment, it still holds;
+  otherwise one small query reads the attachment and the deployed version again. The other rows
+  of the statement are scored with no query at all, and one statement never mixes versions: a
+  promote takes effect for the statements that start after it commits.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ class TableScoring:
     token: str  # the attachment row's xmin: it changes whenever the row does
     types: dict[str, Column]  # the table's columns
     statement: object = None  # the statement this state serves, as Runtime keys statements
+    # The server's snapshot when the state was read, if later statements may reuse the state
+    # while the snapshot stays the same (None: read it again for the next statement).
+    snapshot: str | None = None
     rows: int = 0  # rows seen by the row trigger in this statement, for messages
     write_plan: Any = None  # the prepared UPDATE that writes scores back by primary key
 
@@ -137,15 +142,22 @@ class Runtime:
 
     API = API
 
-    def __init__(self, plpy: Any) -> None:
+    def __init__(self, plpy: Any, gd: dict[str, Any] | None = None) -> None:
         self.plpy = plpy
         self._plans: dict[str, Any] = {}
         self._models: OrderedDict[tuple[str, int, str], Model] = OrderedDict()
         self._tables: dict[str, TableScoring] = {}  # by the table's oid, as TD["relid"] gives it
         self.loads = 0  # models loaded by this connection
+        self.reads = 0  # attachment states read (refresh), rather than kept by the snapshot check
         self._statement_clock = statement_clock()
         if self._statement_clock is not None and not self._clock_agrees():
             self._statement_clock = None
+        # PL/Python's GD, where scorekit._changed() counts this connection's changes to
+        # scorekit.deployments and scorekit.attachments; None where that trigger is not
+        # installed, and then every statement reads its table's state again.
+        self._gd = gd if gd is not None and self._changes_counted() else None
+        self._changes_seen = 0
+        self._changed_in: int | None = None  # the transaction charged with the last change
 
     # --- plumbing -----------------------------------------------------------------------------
     def _clock_agrees(self) -> bool:
@@ -160,6 +172,17 @@ class Runtime:
         )[0]
         since_2000 = [int((Decimal(row[k]) - 946_684_800) * 1_000_000) for k in ("s", "t")]
         return bool(tuple(since_2000) == self._statement_clock())
+
+    def _changes_counted(self) -> bool:
+        """Whether scorekit._changed() counts this connection's changes to the deployments and
+        the attachments (installs before it did not)."""
+        rows = self._query(
+            "SELECT count(*) AS n FROM pg_catalog.pg_trigger "
+            "WHERE tgname = 'scorekit_changed' AND tgrelid OPERATOR(pg_catalog.=) ANY (ARRAY["
+            "'scorekit.deployments'::pg_catalog.regclass::pg_catalog.oid, "
+            "'scorekit.attachments'::pg_catalog.regclass::pg_catalog.oid])"
+        )
+        return bool(rows[0]["n"] == 2)
 
     def _query(self, sql: str, types: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
         """Run a query through a prepared plan kept for the connection."""
@@ -536,15 +559,45 @@ class Runtime:
 
     # --- the state of an attached table, once per statement ----------------------------------
     def current(self, oid: str, table: Callable[[], str]) -> TableScoring:
-        """The table's scoring state for the running top-level statement: read by its first
+        """The table's scoring state for the running top-level statement: checked by its first
         trigger call, reused by the others (statements nested in it included). A statement is
         told from the next by its start time and its transaction's: statements sent together
         in one query string, or run by one function call, count as one."""
         state = self._tables.get(oid)
         clock = self._statement_clock
-        if state is not None and clock is not None and state.statement == clock():
+        if state is None or clock is None:
+            return self.refresh(oid, table)
+        statement = clock()
+        if state.statement == statement:
+            return state
+        if state.snapshot is not None and self._unchanged(state.snapshot, statement[1]):
+            state.statement = statement
+            state.rows = 0
             return state
         return self.refresh(oid, table)
+
+    def _unchanged(self, snapshot: str, transaction: int) -> bool:
+        """Whether what a state read under ``snapshot`` still holds: no transaction has ended
+        anywhere since (a commit would change the server's snapshot: its xid leaves the
+        in-progress list, or the snapshot's xmax moves past it), and this connection, whose own
+        uncommitted changes no snapshot shows, has changed no deployment or attachment in this
+        transaction. Costs a query that reads no table."""
+        if self._changed_here(transaction):
+            return False
+        now = self._query("SELECT pg_catalog.pg_current_snapshot() AS snapshot")
+        return bool(now[0]["snapshot"] == snapshot)
+
+    def _changed_here(self, transaction: int) -> bool:
+        """Whether this connection may have changed scorekit's deployments or attachments in
+        ``transaction`` (its start time), which may yet roll back. A change is charged to the
+        transaction that first sees it counted, so that one made in an earlier transaction
+        counts too, at the price of one more read."""
+        assert self._gd is not None
+        changes = self._gd.get("scorekit_changes", 0)
+        if changes != self._changes_seen:
+            self._changes_seen = changes
+            self._changed_in = transaction
+        return self._changed_in == transaction
 
     def refresh(self, oid: str, table: Callable[[], str], force: bool = False) -> TableScoring:
         """Read which attachment and deployed version hold now (one small query) and return the
@@ -552,9 +605,10 @@ class Runtime:
         serving this statement is kept, so that one statement never mixes versions. ``table``
         gives the table's name for messages."""
         clock = self._statement_clock
+        self.reads += 1
         rows = self._query(
             # xmin changes with every change of the attachment's row, however it was made.
-            "SELECT a.xmin::text AS token, "
+            "SELECT a.xmin::text AS token, pg_catalog.pg_current_snapshot() AS snapshot, "
             # The champion inline: a call to scorekit.champion() would be planned anew in each
             # statement, which costs more than the rest of the trigger for a one-row INSERT.
             "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
@@ -587,6 +641,12 @@ class Runtime:
             self._tables[oid] = state
         state.statement = statement
         state.rows = 0
+        # Later statements may keep this state while the snapshot stays the same, unless this
+        # transaction changed (and may yet roll back) a deployment or attachment.
+        reusable = clock is not None and self._gd is not None
+        state.snapshot = (
+            row["snapshot"] if reusable and not self._changed_here(statement[1]) else None
+        )
         return state
 
     def _build_state(self, oid: str, table: str, version: int | None) -> TableScoring:

@@ -249,7 +249,7 @@ if getattr(_plpython, "API", 1) != 2:
                f"(from {rows[0]['site_packages']}); the functions in this database expect 2",
                hint="reconnect; if that does not help, run scorekit db install with the "
                "package the server imports", sqlstate="55000")
-GD["scorekit"] = _plpython.Runtime(plpy)
+GD["scorekit"] = _plpython.Runtime(plpy, GD)
 GD["scorekit_api"] = 2
 $$;
 
@@ -314,6 +314,21 @@ COMMENT ON FUNCTION scorekit.rescore(regclass, boolean, integer) IS
 -- Earlier installs read the deployed version in a BEFORE ... FOR EACH STATEMENT trigger; the row
 -- and statement triggers now do it themselves, once per statement. CASCADE drops those triggers.
 DROP FUNCTION IF EXISTS scorekit._statement_trigger() CASCADE;
+
+-- The triggers check the deployed version once per statement by comparing the server's snapshot
+-- with the one they last read it under (scorekit._plpython.Runtime.current). A connection's own
+-- uncommitted changes show in no snapshot, so each connection counts its own changes to the
+-- deployments and the attachments here, in GD, which its triggers read.
+CREATE OR REPLACE FUNCTION scorekit._changed() RETURNS trigger
+LANGUAGE plpython3u AS $$
+GD["scorekit_changes"] = GD.get("scorekit_changes", 0) + 1
+$$;
+DROP TRIGGER IF EXISTS scorekit_changed ON scorekit.deployments;
+CREATE TRIGGER scorekit_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON scorekit.deployments FOR EACH STATEMENT EXECUTE FUNCTION scorekit._changed();
+DROP TRIGGER IF EXISTS scorekit_changed ON scorekit.attachments;
+CREATE TRIGGER scorekit_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON scorekit.attachments FOR EACH STATEMENT EXECUTE FUNCTION scorekit._changed();
 
 CREATE OR REPLACE FUNCTION scorekit._row_trigger() RETURNS trigger
 LANGUAGE plpython3u AS $$

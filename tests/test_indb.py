@@ -390,6 +390,67 @@ def test_a_procedures_transactions_and_a_rescore_read_the_version_anew(
         _remove_version(conn, name, second)
 
 
+def reads(conn) -> int:
+    """How many times this connection's triggers read an attachment's state with a query."""
+    conn.execute(
+        """CREATE OR REPLACE FUNCTION pg_temp.scorekit_reads() RETURNS integer
+        LANGUAGE plpython3u AS $$
+        if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+        return GD["scorekit"].reads
+        $$"""
+    )
+    return int(conn.execute("SELECT pg_temp.scorekit_reads()").fetchone()[0])
+
+
+def test_statements_keep_the_state_until_a_transaction_ends_or_this_connection_changes_it(
+    conn, db, published, data_dir, table
+) -> None:
+    """The version check of a statement reads nothing while the server's snapshot stays the
+    same; another connection's promote changes the snapshot, this connection's own promote is
+    counted, and a promote rolled back (to a savepoint, or with its transaction) is not kept."""
+    name, first = published["audit"]
+    second = _publish_copy(conn, name, published["audit_na"])
+    _db.attach(table, name, mode="row", version_column="model_version", dsn=db)
+    rows = csv_rows(data_dir)[:8]
+    try:
+        with conn.transaction():
+            load(conn, table, rows[:1], how="single")
+            start = reads(conn)
+            load(conn, table, rows[1:3], how="single")
+            assert reads(conn) == start  # nothing changed: kept without a query
+            _db.promote(name, second, db)  # another connection, committed
+            load(conn, table, rows[3:5], how="single")
+            assert reads(conn) == start + 1
+            with conn.transaction() as savepoint:
+                conn.execute("SELECT scorekit.promote(%s, %s)", [name, first])
+                load(conn, table, rows[5:6], how="single")
+                raise psycopg.Rollback(savepoint)
+            load(conn, table, rows[6:7], how="single")
+        load(conn, table, rows[7:], how="single")
+        versions = conn.execute(f"SELECT model_version FROM {table} ORDER BY id").fetchall()
+        assert [v[0] for v in versions] == [first] * 3 + [second] * 4
+        assert conn.execute("SELECT scorekit.champion(%s)", [name]).fetchone()[0] == second
+        # A state read after this connection's own promote is not kept past its transaction,
+        # even when rolling the promote back leaves the server's snapshot as it was: here an
+        # older transaction is still open (the snapshot's xmin stays) and one with a later xid
+        # ended first (its xmax stays).
+        conn.execute(f"TRUNCATE {table}")
+        with psycopg.connect(db) as older, _admin(db) as later:
+            older.execute("SELECT pg_catalog.pg_current_xact_id()")  # open until the block ends
+            insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})"  # no savepoint: no subxid
+            with conn.transaction() as promoted:
+                conn.execute("SELECT scorekit.promote(%s, %s)", [name, first])
+                later.execute("SELECT pg_catalog.pg_current_xact_id()")
+                conn.execute(insert)
+                raise psycopg.Rollback(promoted)
+            conn.execute(insert)
+        versions = conn.execute(f"SELECT model_version FROM {table} ORDER BY id").fetchall()
+        assert [v[0] for v in versions] == [second]
+    finally:
+        _db.detach(table, db)
+        _remove_version(conn, name, second)
+
+
 def test_a_connection_older_than_an_upgrade_is_asked_to_reconnect(conn, db, published, table):
     name, _ = published["audit"]
     _db.attach(table, name, dsn=db)
