@@ -58,11 +58,14 @@ class Scores:
 def labels_from_probabilities(probabilities: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
     """The most probable class per row; ties go to the first class, as scikit-learn's argmax.
     A row without probabilities (a missing prediction) gets None, never a made-up label."""
-    labels = np.empty(len(probabilities), dtype=object)
-    if len(probabilities):
-        unknown = np.isnan(probabilities).any(axis=1)
-        picked = np.argmax(np.where(unknown[:, None], 0.0, probabilities), axis=1)
-        labels[:] = [None if u else classes[j] for j, u in zip(picked, unknown, strict=True)]
+    if not len(probabilities):
+        return np.empty(0, dtype=object)
+    unknown = np.isnan(probabilities).any(axis=1)
+    picked = np.argmax(np.where(unknown[:, None], 0.0, probabilities), axis=1)
+    labels = np.empty(len(classes), dtype=object)
+    labels[:] = list(classes)
+    labels = labels[picked]
+    labels[unknown] = None
     return labels
 
 
@@ -71,4 +74,4 @@ def label_from_probabilities(probabilities: Sequence[float], classes: Sequence[A
     probability is missing."""
     if any(p != p for p in probabilities):
         return None
-    return classes[max(range(len(probabilities)), key=probabilities.__getitem__)]
+    return classes[probabilities.index(max(probabilities))]  # the first of the highest

@@ -23,7 +23,7 @@ import re
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 
@@ -90,7 +90,9 @@ class TableScoring:
     # while the snapshot stays the same (None: read it again for the next statement).
     snapshot: str | None = None
     rows: int = 0  # rows seen by the row trigger in this statement, for messages
-    write_plan: Any = None  # the prepared UPDATE that writes scores back by primary key
+    # the prepared UPDATEs that write scores back by primary key, by the output (if any) that
+    # the UPDATE computes as 1 - another (see Runtime._write_back)
+    write_plans: dict[str | None, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.columns = [column for _, column in self.features]  # in the schema's field order
@@ -827,8 +829,9 @@ class Runtime:
         n = len(next(iter(columns.values()))) if columns else 0
         try:
             scored = model.predict_columns(columns, row_offset=offset)
-            out = {name: values.tolist() for name, values in scored.items()}
+            out: dict[str, Any] = {name: values.tolist() for name, values in scored.items()}
             out["_version"] = [state.version] * n
+            out[_ONE_MINUS] = _one_minus(scored)
             return out
         except InputError as exc:
             if state.on_error == "raise":
@@ -868,15 +871,34 @@ class Runtime:
         targets = [(output, column) for output, column in state.outputs]
         if state.version_column:
             targets.append(("_version", state.version_column))
-        if state.write_plan is None:
+        # A binary classifier's probability that is exactly 1 - the other, in float64, with both
+        # written to double precision columns, is not sent: the UPDATE computes it with the same
+        # IEEE subtraction. Formatting floats as text is the dearest part of the literals.
+        computed: tuple[int, int] | None = None  # (target computed, target it is computed from)
+        pair = scored.get(_ONE_MINUS)
+        at = {output: j for j, (output, _) in enumerate(targets)}
+        if pair is not None and all(
+            o in at and state.types[targets[at[o]][1]].type == _FLOAT8 for o in pair
+        ):
+            computed = (at[pair[0]], at[pair[1]])
+        sent = [j for j in range(len(targets)) if computed is None or j != computed[0]]
+        plan_key = targets[computed[0]][0] if computed else None
+        plan = state.write_plans.get(plan_key)
+        if plan is None:
             # Arrays go in as text literals that PostgreSQL parses in C: PL/Python would convert
             # a list element by element through str() and the type's input function.
-            arrays = [*state.key_columns, *(column for _, column in targets)]
+            arrays = [*state.key_columns, *(targets[j][1] for j in sent)]
             names = [*(f"k{i}" for i in range(len(state.key_columns)))]
-            names += [f"v{j}" for j in range(len(targets))]
+            names += [f"v{j}" for j in sent]
+            sets = [f"{quote(targets[j][1])} = s.v{j}" for j in sent]
+            if computed:
+                sets.append(
+                    f"{quote(targets[computed[0]][1])} = "
+                    f"1::{_FLOAT8} OPERATOR(pg_catalog.-) s.v{computed[1]}"
+                )
             sql = (
                 f"UPDATE {state.table} AS t SET "
-                + ", ".join(f"{quote(c)} = s.v{j}" for j, (_, c) in enumerate(targets))
+                + ", ".join(sets)
                 + " FROM ROWS FROM ("
                 + ", ".join(
                     f"pg_catalog.unnest(${i + 1}::text::{state.types[c].type}[])"
@@ -890,10 +912,10 @@ class Runtime:
                     )
                 )
             )
-            state.write_plan = self.plpy.prepare(sql, ["text"] * len(arrays))
-        arguments = [*keys, *(scored[output] for output, _ in targets)]
+            plan = state.write_plans[plan_key] = self.plpy.prepare(sql, ["text"] * len(arrays))
+        arguments = [*keys, *(scored[targets[j][0]] for j in sent)]
         try:
-            self.plpy.execute(state.write_plan, [array_literal(values) for values in arguments])
+            self.plpy.execute(plan, [array_literal(values) for values in arguments])
         except self.plpy.SPIError as exc:
             if getattr(exc, "sqlstate", None) != "42501":
                 raise
@@ -988,6 +1010,24 @@ class Runtime:
 
 # --- helpers -------------------------------------------------------------------------------------
 _INTEGERS = re.compile(r"-?[0-9]+(?:,-?[0-9]+)*")
+_FLOAT8 = "double precision"
+_ONE_MINUS = "_one_minus"  # in a scored chunk: _one_minus(scores)
+
+
+def _one_minus(scores: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(a, b) when a binary classifier's probability a is exactly 1 - its probability b, in
+    float64, on every row of ``scores``; None otherwise (NaN included)."""
+    import numpy as np
+
+    probabilities = [name for name in scores if name != PREDICTION]
+    if len(probabilities) != 2:
+        return None
+    a, b = probabilities
+    if np.array_equal(scores[a], 1.0 - scores[b]):
+        return a, b
+    if np.array_equal(scores[b], 1.0 - scores[a]):
+        return b, a
+    return None
 
 
 def statement_clock() -> Callable[[], tuple[int, int]] | None:
@@ -1027,6 +1067,8 @@ def array_literal(values: Sequence[Any]) -> str:
     if kinds == {float} and all(v == v for v in values):
         return "{" + ",".join(map(repr, values)) + "}"
     if kinds == {int}:  # not bool, whose str is True/False
+        if type(values) is list:  # str() of a list writes ints fastest, as "1, 2, 3"
+            return "{" + str(values)[1:-1] + "}"
         return "{" + ",".join(map(str, values)) + "}"
     if kinds == {str}:  # integer keys, read as text: no element needs quotes
         joined = ",".join(values)

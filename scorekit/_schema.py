@@ -170,6 +170,8 @@ class Field:
     missing_replacement: Any = None
     invalid_treatment: str = "return_invalid"
     _lookup: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _code_of: dict[Any, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _category_array: Any = field(default=None, init=False, repr=False, compare=False)
     _read: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -193,6 +195,10 @@ class Field:
                         self._lookup[token] = entry
                         self._lookup[token.upper()] = entry
                         self._lookup[token.capitalize()] = entry
+            self._code_of.update((raw, entry[1]) for raw, entry in self._lookup.items())
+            array = np.empty(len(self.categories), dtype=object)
+            array[:] = list(self.categories)
+            object.__setattr__(self, "_category_array", array)
         reader: Callable[[Any], Any]
         if self.optype == "continuous":
             reader = _read_number
@@ -321,6 +327,18 @@ class Field:
         problems: list[Problem] = []
         lookup = self._lookup
         allowed = self.categories
+        # The common case: every value a known category, found by one C-level pass, and the
+        # canonical values taken from the categories by their codes, in numpy. (A boolean is
+        # never a numeric category, though True == 1: those take the pass below.)
+        if allowed is not None and (
+            self.dtype not in ("integer", "double") or not _indexes_of_type(values, bool)
+        ):
+            try:
+                codes = np.fromiter(map(self._code_of.get, values), dtype=np.intp, count=n)
+            except TypeError:  # a miss (None) or an unhashable value: the pass below
+                pass
+            else:
+                return self._category_array[codes], problems, codes
         # One C-level pass over the values; only the misses (missing, unseen, odd types, and
         # booleans for numeric fields, since True == 1 in Python) are looked at one by one.
         try:

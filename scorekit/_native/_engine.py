@@ -96,10 +96,14 @@ class NativeScorer:
         self._one_ready = not self.active_treatments and all(
             d.one is not None for d in self.global_fields
         )
-        self._value_kinds = [
+        kinds = [
             (t.name, (_FLOAT32 if t.dtype == "float" else _NUMBER) if t.kind == NUM else _TEXT)
             for t in self.treatments
         ]
+        self._numbers, self._float32s, self._texts = (
+            tuple(name for name, kind in kinds if kind is wanted)
+            for wanted in (_NUMBER, _FLOAT32, _TEXT)
+        )
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> NativeScorer:
@@ -168,21 +172,32 @@ class NativeScorer:
             return None
         values: dict[str, Any] = {}
         missing = False
-        for name, kind in self._value_kinds:
+        # The fields kind by kind, each in a loop of its own: the fewest steps per field.
+        for name in self._numbers:
             value = prepared[name]
             if value is None or value != value:
-                value = None if kind is _TEXT else math.nan
+                values[name] = math.nan
                 missing = True
-            elif kind is _NUMBER:
-                value = float(value)
-            elif kind is _FLOAT32:
-                value = float(value)
-                # a whole number of at most 2**24 is a float32 already: skip the rounding
-                if not (value.is_integer() and -_FLOAT32_WHOLE <= value <= _FLOAT32_WHOLE):
-                    value = _to_float32(value)
-            elif not isinstance(value, str):
-                value = as_text(value)
+            else:
+                values[name] = float(value)
+        for name in self._float32s:
+            value = prepared[name]
+            if value is None or value != value:
+                values[name] = math.nan
+                missing = True
+                continue
+            value = float(value)
+            # a whole number of at most 2**24 is a float32 already: skip the rounding
+            if not (value.is_integer() and -_FLOAT32_WHOLE <= value <= _FLOAT32_WHOLE):
+                value = _to_float32(value)
             values[name] = value
+        for name in self._texts:
+            value = prepared[name]
+            if value is None or value != value:
+                values[name] = None
+                missing = True
+            else:
+                values[name] = value if isinstance(value, str) else as_text(value)
         if missing or self.global_fields:
             values = complete_values(values, self.replacements, self.global_fields)
         try:

@@ -357,6 +357,8 @@ class RegressionPlan(Plan):
         compiled = [self._table(t, context.compiler) for t in tables]
         self.tables = [fn for fn, _ in compiled]
         self.table_ones = [one for _, one in compiled]
+        # every table's one-record form, or None if one table has none
+        self._ones = None if None in self.table_ones else tuple(self.table_ones)
         if function == "regression":
             if len(self.tables) != 1:
                 raise unsupported(element, "a regression needs exactly one RegressionTable")
@@ -496,9 +498,9 @@ class RegressionPlan(Plan):
         return Result(probabilities=out)
 
     def one(self, values: dict[str, Any]) -> Any:
-        if any(one is None for one in self.table_ones):
+        if self._ones is None:
             return None
-        ys = [one(values) for one in self.table_ones]  # type: ignore[misc]
+        ys = [one(values) for one in self._ones]  # type: ignore[misc]
         if self.function == "regression":
             y = ys[0]
             if self.normalization == "exp":
@@ -508,7 +510,7 @@ class RegressionPlan(Plan):
             return y
         assert self.categories is not None
         k = len(ys)
-        if any(y != y for y in ys):
+        if any(map(math.isnan, ys)):
             return [math.nan] * len(self.categories)
         if self.normalization == "softmax":
             top = max(ys)
