@@ -366,6 +366,28 @@ def test_tree_missing_value_strategies_follow_the_spec(
         assert got == expected
 
 
+@pytest.mark.parametrize("strategy", ["none", "lastPrediction", "nullPrediction", "defaultChild"])
+def test_a_shallow_forest_scores_a_batch_as_it_scores_each_record(
+    tmp_path: Path, strategy: str
+) -> None:
+    """A batch large enough for the dense form of a shallow forest (each test on a whole row
+    at once, see CompiledForest) picks the leaves the walk picks for each record alone, with
+    missing values taking each strategy's branch."""
+    from scorekit._native._tree import CompiledForest
+
+    path = tmp_path / "tree.pmml"
+    path.write_text(document(tree(strategy, "returnLastPrediction", "regression")))
+    model = load_model(path, engine="native")
+    assert model.scorer.plan.forest.dense
+    columns = random_columns(n=2 * CompiledForest.DENSE_MIN_ROWS, missing=0.2)
+    batch = model.predict_columns(columns)["prediction"]
+    one_by_one = [
+        model.predict_one({name: values[i] for name, values in columns.items()})["prediction"]
+        for i in range(len(batch))
+    ]
+    np.testing.assert_array_equal(batch, np.array(one_by_one, dtype=float))
+
+
 def test_spec_semantics_where_the_reference_differs(tmp_path: Path) -> None:
     """round(missing) is missing (the reference gives 0); Discretize uses its defaultValue for a
     value in no bin (the reference gives missing)."""

@@ -256,10 +256,19 @@ class CompiledForest:
     are) is walked level by level for exactly its depth, every (tree, row) pair at once, with
     its leaves sending rows to themselves: that needs no bookkeeping of which pairs are still
     walking. A deeper forest walks only the pairs still at a test, level by level.
+
+    A shallow forest of small trees (at most DENSE_TESTS_PER_LEVEL tests per tree and level on
+    average, as boosting's depth-3 trees have 7 in 3 levels) scoring at least DENSE_MIN_ROWS
+    rows skips the walk: each test compares a whole feature row at once, and each tree's leaf
+    is chosen by nested np.where from its leaves up. Comparing contiguous rows costs far less
+    than gathering every (tree, row) pair's value at every level: 3.9x less for boosting.
     """
 
     CHUNK_ROWS = 2048
     SHALLOW_DEPTH = 8
+    DENSE_TESTS_PER_LEVEL = 3
+    DENSE_MIN_ROWS = 256  # below this, numpy's cost per call outweighs the dense form's saving
+    DENSE_CHUNK_ROWS = 16384
 
     def __init__(self, flat: FlatForest) -> None:
         self.features = flat.features
@@ -286,6 +295,18 @@ class CompiledForest:
         self.step_missing = np.where(self.is_test, self.on_missing, itself)
         self.step_flat = self.step.ravel()
         self.depth = self._depth()
+        n_tests = int(self.is_test.sum())
+        self.dense = self.depth is not None and n_tests <= (
+            self.DENSE_TESTS_PER_LEVEL * max(self.depth, 1) * len(self.roots)
+        )
+        # the node arrays as lists, for the dense form's per-node Python steps
+        self._nodes = (
+            self.feature.tolist(),
+            self.threshold.tolist(),
+            self.children.tolist(),
+            self.on_missing.tolist(),
+            self.leaf_row.tolist(),
+        )
 
     def _depth(self) -> int | None:
         """The most tests on any path from a root (missing-value branches included); None if
@@ -310,14 +331,43 @@ class CompiledForest:
             x_rows = np.zeros((1, n))
         else:
             x_rows = np.vstack([f.column(env) for f in self.features])
-        if n <= self.CHUNK_ROWS:
-            return self._walk(x_rows)
-        return np.hstack(
-            [
-                self._walk(x_rows[:, start : start + self.CHUNK_ROWS])
-                for start in range(0, n, self.CHUNK_ROWS)
-            ]
-        )
+        walk, chunk = self._walk, self.CHUNK_ROWS
+        if self.dense and n >= self.DENSE_MIN_ROWS:
+            walk, chunk = self._dense_leaves, self.DENSE_CHUNK_ROWS
+        if n <= chunk:
+            return walk(x_rows)
+        return np.hstack([walk(x_rows[:, start : start + chunk]) for start in range(0, n, chunk)])
+
+    def _dense_leaves(self, x_rows: np.ndarray) -> np.ndarray:
+        """What _walk returns, each tree's leaf chosen by nested np.where over whole rows."""
+        feature, threshold, children, on_missing, leaf_row = self._nodes
+        has_missing = np.isnan(x_rows).any(axis=1).tolist()
+        missing: dict[int, np.ndarray] = {}  # feature -> its NaN mask, made when first needed
+        done: dict[int, Any] = {}  # node of this tree -> its rows' leaf rows (or one int)
+
+        def leaf_of(node: int) -> Any:
+            found = done.get(node)
+            if found is not None:
+                return found
+            f = feature[node]
+            if f < 0:
+                result: Any = leaf_row[node]
+            else:
+                hit = x_rows[f] <= threshold[node]  # NaN: False, then overridden below
+                result = np.where(hit, leaf_of(children[node][1]), leaf_of(children[node][0]))
+                if has_missing[f]:
+                    if f not in missing:
+                        missing[f] = np.isnan(x_rows[f])
+                    result = np.where(missing[f], leaf_of(on_missing[node]), result)
+            done[node] = result
+            return result
+
+        out = np.empty((len(self.roots), x_rows.shape[1]), dtype=np.intp)
+        with np.errstate(invalid="ignore"):
+            for t, root in enumerate(self.roots.tolist()):
+                out[t] = leaf_of(root)
+                done.clear()  # a tree's nodes are its own: keep no rows past it
+        return out
 
     def _walk(self, x_rows: np.ndarray) -> np.ndarray:
         n = x_rows.shape[1]
