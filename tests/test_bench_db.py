@@ -25,9 +25,9 @@ def test_bench_db_writes_every_variant_with_its_ratio(dsn: str, data_dir: Path, 
     assert output.read_text().count("## In-database scoring") == 1
     rows = [line for line in body.splitlines() if line.startswith("| ") and "x |" in line]
     assert len(rows) == len(MODELS) * len(VARIANTS)
-    for (_, model), (variant, _, _) in zip(
+    for (_, model), variant in zip(
         [m for m in MODELS for _ in VARIANTS], VARIANTS * len(MODELS), strict=True
     ):
-        assert any(row.startswith(f"| {model} | {variant} |") for row in rows)
+        assert any(row.startswith(f"| {model} | {variant.label} |") for row in rows)
     assert all(row.split(" | ")[3] == "1x" for row in rows if "| no trigger |" in row)
     assert sum("first prediction in a new connection" in line for line in lines) == len(MODELS)

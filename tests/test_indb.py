@@ -1104,6 +1104,16 @@ def test_attach_checks_column_types(conn, db, published, table) -> None:
                    dsn=db)  # fmt: skip
 
 
+def test_statement_mode_suggests_room_for_its_update(conn, published, table) -> None:
+    name, _ = published["audit"]
+    attach = "SELECT scorekit.attach(%s, %s, mode => %s)"
+    message = conn.execute(attach, [table, name, "statement"]).fetchone()[0]
+    assert f"ALTER TABLE public.{table} SET (fillfactor = 50)" in message
+    assert "fillfactor" not in conn.execute(attach, [table, name, "row"]).fetchone()[0]
+    conn.execute(f"ALTER TABLE {table} SET (fillfactor = 50)")
+    assert "fillfactor" not in conn.execute(attach, [table, name, "statement"]).fetchone()[0]
+
+
 def test_null_arguments_are_named_not_internal_errors(conn, published) -> None:
     for sql in (
         "SELECT scorekit.predict(NULL, '{}')",
