@@ -2,8 +2,10 @@
 
 For each model, against the same source rows and the same table definition: a plain INSERT ...
 SELECT with no trigger, with the row trigger (sklearn engine, native engine) and with the
-statement trigger; then single-row INSERTs in one transaction with each; then the first
-prediction in a new connection. It works in a database of its own, created and dropped here.
+statement trigger (on the default table, and on one at fillfactor 50, where the write-back
+UPDATE can stay on the row's page); then single-row INSERTs in one transaction with each; then
+the first prediction in a new connection. It works in a database of its own, created and
+dropped here.
 """
 
 from __future__ import annotations

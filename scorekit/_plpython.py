@@ -8,9 +8,10 @@ One :class:`Runtime` per connection, kept in PL/Python's GD:
 
 - models are loaded once per (name, version, engine), from scorekit.models, sha256-checked;
 - each attached table has a scoring state, checked by the first trigger call of each top-level
-  statement: if no transaction has ended anywhere since the state was read (the server's
-  snapshot is the same) and this connection changed no deployment or attachment, it still holds;
-  otherwise one small query reads the attachment and the deployed version again. The other rows
+  statement: if no other transaction has ended since the state was read (the server's snapshot
+  is the same), this connection is in the same transaction and changed no deployment or
+  attachment, it still holds; otherwise one small query reads the attachment and the deployed
+  version again. The other rows
   of the statement are scored with no query at all, and one statement never mixes versions: a
   promote takes effect for the statements that start after it commits.
 """
@@ -597,26 +598,29 @@ class Runtime:
         return self.refresh(oid, table)
 
     def _unchanged(self, snapshot: str, transaction: int) -> bool:
-        """Whether what a state read under ``snapshot`` still holds: no transaction has ended
-        anywhere since (a commit would change the server's snapshot: its xid leaves the
-        in-progress list, or the snapshot's xmax moves past it), and this connection, whose own
-        uncommitted changes no snapshot shows, has changed no deployment or attachment in this
-        transaction. Costs a query that reads no table."""
-        if self._changed_here(transaction):
+        """Whether what a state read under ``snapshot`` (a _SNAPSHOT) still holds: no other
+        transaction has ended since (a commit changes the server's snapshot: its xid leaves
+        the in-progress list, or the snapshot's xmax moves past it), this connection's own
+        transaction is the same one (its xid, which its own snapshots never list, is part of
+        _SNAPSHOT), and this connection has changed no deployment or attachment since. Costs a
+        query that reads no table."""
+        if self._notes_changes(transaction):
             return False
-        now = self._query("SELECT pg_catalog.pg_current_snapshot() AS snapshot")
+        now = self._query(f"SELECT {_SNAPSHOT} AS snapshot")
         return bool(now[0]["snapshot"] == snapshot)
 
-    def _changed_here(self, transaction: int) -> bool:
+    def _notes_changes(self, transaction: int) -> bool:
         """Whether this connection may have changed scorekit's deployments or attachments in
-        ``transaction`` (its start time), which may yet roll back. A change is charged to the
-        transaction that first sees it counted, so that one made in an earlier transaction
-        counts too, at the price of one more read."""
+        ``transaction`` (its start time): changes counted since the last look are charged to
+        this transaction, which then keeps nothing it reads, and every state kept so far is read
+        again (one may predate a change this connection made and committed unseen)."""
         assert self._gd is not None
         changes = self._gd.get("scorekit_changes", 0)
         if changes != self._changes_seen:
             self._changes_seen = changes
             self._changed_in = transaction
+            for state in self._tables.values():
+                state.snapshot = None
         return self._changed_in == transaction
 
     def refresh(self, oid: str, table: Callable[[], str], force: bool = False) -> TableScoring:
@@ -628,7 +632,7 @@ class Runtime:
         self.reads += 1
         rows = self._query(
             # xmin changes with every change of the attachment's row, however it was made.
-            "SELECT a.xmin::text AS token, pg_catalog.pg_current_snapshot() AS snapshot, "
+            f"SELECT a.xmin::text AS token, {_SNAPSHOT} AS snapshot, "
             # The champion inline: a call to scorekit.champion() would be planned anew in each
             # statement, which costs more than the rest of the trigger for a one-row INSERT.
             "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
@@ -665,7 +669,7 @@ class Runtime:
         # transaction changed (and may yet roll back) a deployment or attachment.
         reusable = clock is not None and self._gd is not None
         state.snapshot = (
-            row["snapshot"] if reusable and not self._changed_here(statement[1]) else None
+            row["snapshot"] if reusable and not self._notes_changes(statement[1]) else None
         )
         return state
 
@@ -830,8 +834,8 @@ class Runtime:
             lists = [chunk[f"c{i}"] for i in range(len(selected))]
             keys, values = lists[:n_keys], lists[n_keys:]
             columns = {f: values[j] for j, (f, _) in enumerate(state.features)}
-            scored = self._score_chunk(state, columns, keys, written, action)
-            self._write_back(state, keys, scored)
+            scored, one_minus = self._score_chunk(state, columns, keys, written, action)
+            self._write_back(state, keys, scored, one_minus)
             written += len(keys[0]) if keys else 0
         return written
 
@@ -842,15 +846,15 @@ class Runtime:
         keys: list[list[Any]],
         offset: int,
         action: str,
-    ) -> dict[str, list[Any]]:
+    ) -> tuple[dict[str, list[Any]], tuple[str, str] | None]:
+        """The chunk's scores by output column (and "_version"), and _one_minus of them."""
         model = state.model
         n = len(next(iter(columns.values()))) if columns else 0
         try:
             scored = model.predict_columns(columns, row_offset=offset)
-            out: dict[str, Any] = {name: values.tolist() for name, values in scored.items()}
+            out = {name: values.tolist() for name, values in scored.items()}
             out["_version"] = [state.version] * n
-            out[_ONE_MINUS] = _one_minus(scored)
-            return out
+            return out, _one_minus(scored)
         except InputError as exc:
             if state.on_error == "raise":
                 rows = sorted({p.row for p in exc.details if p.row is not None})
@@ -880,10 +884,14 @@ class Runtime:
                 out[name][i] = value
             out["_version"][i] = state.version
         self._unscorable(state, action, failed, failed_keys)
-        return out
+        return out, None
 
     def _write_back(
-        self, state: TableScoring, keys: list[list[Any]], scored: dict[str, list[Any]]
+        self,
+        state: TableScoring,
+        keys: list[list[Any]],
+        scored: dict[str, list[Any]],
+        one_minus: tuple[str, str] | None = None,
     ) -> None:
         quote = self.plpy.quote_ident
         targets = [(output, column) for output, column in state.outputs]
@@ -893,12 +901,11 @@ class Runtime:
         # written to double precision columns, is not sent: the UPDATE computes it with the same
         # IEEE subtraction. Formatting floats as text is the dearest part of the literals.
         computed: tuple[int, int] | None = None  # (target computed, target it is computed from)
-        pair = scored.get(_ONE_MINUS)
         at = {output: j for j, (output, _) in enumerate(targets)}
-        if pair is not None and all(
-            o in at and state.types[targets[at[o]][1]].type == _FLOAT8 for o in pair
+        if one_minus is not None and all(
+            o in at and state.types[targets[at[o]][1]].type == _FLOAT8 for o in one_minus
         ):
-            computed = (at[pair[0]], at[pair[1]])
+            computed = (at[one_minus[0]], at[one_minus[1]])
         sent = [j for j in range(len(targets)) if computed is None or j != computed[0]]
         plan_key = targets[computed[0]][0] if computed else None
         plan = state.write_plans.get(plan_key)
@@ -1029,7 +1036,15 @@ class Runtime:
 # --- helpers -------------------------------------------------------------------------------------
 _INTEGERS = re.compile(r"-?[0-9]+(?:,-?[0-9]+)*")
 _FLOAT8 = "double precision"
-_ONE_MINUS = "_one_minus"  # in a scored chunk: _one_minus(scores)
+# What a kept table state is checked against (Runtime.current): the server's snapshot, and this
+# transaction's own xid, which no snapshot of its own lists. NULL in a serializable transaction,
+# which reads the state itself, so that its reads take part in its conflict checks.
+_SNAPSHOT = (
+    "CASE WHEN pg_catalog.current_setting('transaction_isolation') "
+    "OPERATOR(pg_catalog.<>) 'serializable' "
+    "THEN pg_catalog.pg_current_snapshot()::text OPERATOR(pg_catalog.||) '/' "
+    "OPERATOR(pg_catalog.||) coalesce(pg_catalog.pg_current_xact_id_if_assigned()::text, '') END"
+)
 
 
 def _one_minus(scores: Mapping[str, Any]) -> tuple[str, str] | None:

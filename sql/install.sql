@@ -148,10 +148,15 @@ CREATE POLICY table_readers ON scorekit.errors FOR SELECT
 -- A dropped table's attachment goes with it.
 CREATE OR REPLACE FUNCTION scorekit._forget_dropped() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped oid[] := ARRAY(SELECT objid FROM pg_event_trigger_dropped_objects()
+                           WHERE object_type = 'table');
 BEGIN
-    DELETE FROM scorekit.attachments
-    WHERE tbl::oid IN (SELECT objid FROM pg_event_trigger_dropped_objects()
-                       WHERE object_type = 'table');
+    -- Only when an attached table went: the DELETE would fire scorekit._changed() (PL/Python)
+    -- in every session that drops anything.
+    IF EXISTS (SELECT FROM scorekit.attachments WHERE tbl::oid = ANY (dropped)) THEN
+        DELETE FROM scorekit.attachments WHERE tbl::oid = ANY (dropped);
+    END IF;
 END
 $$;
 DROP EVENT TRIGGER IF EXISTS scorekit_forget_dropped;

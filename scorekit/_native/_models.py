@@ -356,9 +356,9 @@ class RegressionPlan(Plan):
             raise unsupported(element, "it has no RegressionTable")
         compiled = [self._table(t, context.compiler) for t in tables]
         self.tables = [fn for fn, _ in compiled]
-        self.table_ones = [one for _, one in compiled]
+        ones = [one for _, one in compiled]
         # every table's one-record form, or None if one table has none
-        self._ones = None if None in self.table_ones else tuple(self.table_ones)
+        self._ones = None if None in ones else tuple(ones)
         if function == "regression":
             if len(self.tables) != 1:
                 raise unsupported(element, "a regression needs exactly one RegressionTable")

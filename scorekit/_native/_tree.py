@@ -299,14 +299,7 @@ class CompiledForest:
         self.dense = self.depth is not None and n_tests <= (
             self.DENSE_TESTS_PER_LEVEL * max(self.depth, 1) * len(self.roots)
         )
-        # the node arrays as lists, for the dense form's per-node Python steps
-        self._nodes = (
-            self.feature.tolist(),
-            self.threshold.tolist(),
-            self.children.tolist(),
-            self.on_missing.tolist(),
-            self.leaf_row.tolist(),
-        )
+        self._nodes: Any = None  # the node arrays as lists, made for the dense form when used
 
     def _depth(self) -> int | None:
         """The most tests on any path from a root (missing-value branches included); None if
@@ -340,7 +333,12 @@ class CompiledForest:
 
     def _dense_leaves(self, x_rows: np.ndarray) -> np.ndarray:
         """What _walk returns, each tree's leaf chosen by nested np.where over whole rows."""
+        if self._nodes is None:
+            arrays = (self.feature, self.threshold, self.children, self.on_missing, self.leaf_row)
+            self._nodes = tuple(a.tolist() for a in arrays)
         feature, threshold, children, on_missing, leaf_row = self._nodes
+        # float64 throughout: numpy compares a float32 row with a Python float in float32
+        x_rows = np.asarray(x_rows, dtype=np.float64)
         has_missing = np.isnan(x_rows).any(axis=1).tolist()
         missing: dict[int, np.ndarray] = {}  # feature -> its NaN mask, made when first needed
         done: dict[int, Any] = {}  # node of this tree -> its rows' leaf rows (or one int)
