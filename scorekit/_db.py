@@ -138,6 +138,9 @@ def site_packages() -> str:
     return sysconfig.get_paths()["purelib"]
 
 
+MIN_SERVER_VERSION = 130000  # server_version_num of PostgreSQL 13
+
+
 def install(dsn: str | None = None) -> str:
     """Create or update the scorekit schema, roles and functions; returns a summary line."""
     script = (SQL_DIR / "install.sql").read_text()
@@ -149,11 +152,16 @@ def install(dsn: str | None = None) -> str:
                 f"untrusted; connected as {who}, which is not one. Connect as a superuser "
                 "(--dsn), or ask one to run the install"
             )
+        version = conn.execute("SHOW server_version_num").fetchone()[0]
+        if int(version) < MIN_SERVER_VERSION:
+            raise UsageError(
+                f"scorekit needs PostgreSQL 13 or later (its triggers use pg_current_snapshot); "
+                f"this server is version {int(version) // 10000}. Upgrade the server"
+            )
         available = conn.execute(
             "SELECT 1 FROM pg_available_extensions WHERE name = 'plpython3u'"
         ).fetchone()
         if available is None:
-            version = conn.execute("SHOW server_version_num").fetchone()[0]
             raise UsageError(
                 "the database server has no PL/Python (plpython3u): install the Debian package "
                 f"postgresql-plpython3-{int(version) // 10000} on the server (make setup does "

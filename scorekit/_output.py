@@ -62,9 +62,9 @@ def labels_from_probabilities(probabilities: np.ndarray, classes: Sequence[Any])
         return np.empty(0, dtype=object)
     unknown = np.isnan(probabilities).any(axis=1)
     picked = np.argmax(np.where(unknown[:, None], 0.0, probabilities), axis=1)
-    labels = np.empty(len(classes), dtype=object)
-    labels[:] = list(classes)
-    labels = labels[picked]
+    names = np.empty(len(classes), dtype=object)
+    names[:] = list(classes)
+    labels = names[picked]
     labels[unknown] = None
     return labels
 

@@ -7,13 +7,13 @@ for :class:`Model`, and scorekit's errors into PostgreSQL errors with their SQLS
 One :class:`Runtime` per connection, kept in PL/Python's GD:
 
 - models are loaded once per (name, version, engine), from scorekit.models, sha256-checked;
-- each attached table has a scoring state, checked by the first trigger call of each top-level
-  statement: if no other transaction has ended since the state was read (the server's snapshot
-  is the same), this connection is in the same transaction and changed no deployment or
-  attachment, it still holds; otherwise one small query reads the attachment and the deployed
-  version again. The other rows
-  of the statement are scored with no query at all, and one statement never mixes versions: a
-  promote takes effect for the statements that start after it commits.
+- each attached table has a scoring state, read (one small query, which also resolves the
+  deployed version) by the first trigger call of each top-level statement, except where a
+  statement of the same transaction read it and nothing can have changed since: the server's
+  snapshot is the same (no other transaction has ended) and this connection has changed no
+  deployment or attachment in the transaction. The other rows of the statement are scored with
+  no query at all, and one statement never mixes versions: a promote takes effect for the
+  statements that start after it commits.
 """
 
 from __future__ import annotations
@@ -69,12 +69,13 @@ TRANSITION_TABLE = "scorekit_new"
 F = TypeVar("F", bound=Callable[..., Any])
 # What the installed SQL functions expect of this module; sql/install.sql names the same number.
 # A connection that imported an older scorekit before an upgrade is asked to reconnect.
-API = 2
+API = 3
 
 
 @dataclass
 class TableScoring:
-    """How one attached table is scored, for the statement that is running."""
+    """How one attached table is scored, for the statement that is running (and the next ones of
+    its transaction, while nothing changes)."""
 
     table: str  # schema-qualified, quoted: safe to put in SQL
     model: Model
@@ -87,8 +88,9 @@ class TableScoring:
     token: str  # the attachment row's xmin: it changes whenever the row does
     types: dict[str, Column]  # the table's columns
     statement: object = None  # the statement this state serves, as Runtime keys statements
-    # The server's snapshot when the state was read, if later statements may reuse the state
-    # while the snapshot stays the same (None: read it again for the next statement).
+    xact_start: int | None = None  # the start of the transaction that read it (with the clock)
+    # The server's snapshot the state was read under, if later statements of its transaction may
+    # keep the state while the snapshot stays the same (None: read it again for the next one).
     snapshot: str | None = None
     rows: int = 0  # rows seen by the row trigger in this statement, for messages
     # the prepared UPDATEs that write scores back by primary key, by the output (if any) that
@@ -160,7 +162,7 @@ class Runtime:
         # installed, and then every statement reads its table's state again.
         self._gd = gd if gd is not None and self._changes_counted() else None
         self._changes_seen = 0
-        self._changed_in: int | None = None  # the transaction charged with the last change
+        self._changed_xact_start: int | None = None  # the transaction charged with the last one
 
     # --- plumbing -----------------------------------------------------------------------------
     def _clock_agrees(self) -> bool:
@@ -178,10 +180,12 @@ class Runtime:
 
     def _changes_counted(self) -> bool:
         """Whether scorekit._changed() counts this connection's changes to the deployments and
-        the attachments (installs before it did not)."""
+        the attachments: installed (older installs had no such trigger) and enabled."""
         rows = self._query(
             "SELECT count(*) AS n FROM pg_catalog.pg_trigger "
-            "WHERE tgname = 'scorekit_changed' AND tgrelid OPERATOR(pg_catalog.=) ANY (ARRAY["
+            "WHERE tgname OPERATOR(pg_catalog.=) 'scorekit_changed' "
+            "AND tgenabled OPERATOR(pg_catalog.=) ANY ('{O,A}'::pg_catalog.\"char\"[]) "
+            "AND tgrelid OPERATOR(pg_catalog.=) ANY (ARRAY["
             "'scorekit.deployments'::pg_catalog.regclass::pg_catalog.oid, "
             "'scorekit.attachments'::pg_catalog.regclass::pg_catalog.oid])"
         )
@@ -591,37 +595,39 @@ class Runtime:
         statement = clock()
         if state.statement == statement:
             return state
-        if state.snapshot is not None and self._unchanged(state.snapshot, statement[1]):
+        xact_start = statement[1]
+        if (
+            state.snapshot is not None
+            and state.xact_start == xact_start
+            and self._unchanged(state.snapshot, xact_start)
+        ):
             state.statement = statement
             state.rows = 0
             return state
         return self.refresh(oid, table)
 
-    def _unchanged(self, snapshot: str, transaction: int) -> bool:
-        """Whether what a state read under ``snapshot`` (a _SNAPSHOT) still holds: no other
-        transaction has ended since (a commit changes the server's snapshot: its xid leaves
-        the in-progress list, or the snapshot's xmax moves past it), this connection's own
-        transaction is the same one (its xid, which its own snapshots never list, is part of
-        _SNAPSHOT), and this connection has changed no deployment or attachment since. Costs a
-        query that reads no table."""
-        if self._notes_changes(transaction):
+    def _unchanged(self, snapshot: str, xact_start: int) -> bool:
+        """Whether what a statement of this transaction read under ``snapshot`` still holds: no
+        other transaction has ended since (a commit changes the server's snapshot: its xid
+        leaves the in-progress list, or the snapshot's xmax moves past it), and this connection,
+        whose own changes none of its snapshots shows, has changed no deployment or attachment
+        in this transaction. Costs a query that reads no table."""
+        if self._changed_in_transaction(xact_start):
             return False
         now = self._query(f"SELECT {_SNAPSHOT} AS snapshot")
         return bool(now[0]["snapshot"] == snapshot)
 
-    def _notes_changes(self, transaction: int) -> bool:
-        """Whether this connection may have changed scorekit's deployments or attachments in
-        ``transaction`` (its start time): changes counted since the last look are charged to
-        this transaction, which then keeps nothing it reads, and every state kept so far is read
-        again (one may predate a change this connection made and committed unseen)."""
+    def _changed_in_transaction(self, xact_start: int) -> bool:
+        """Whether this connection may have changed scorekit's deployments or attachments in the
+        transaction that started at ``xact_start``: changes counted since the last look are
+        charged to it (a change made in an earlier transaction and seen only now costs this
+        transaction its kept states, nothing worse)."""
         assert self._gd is not None
         changes = self._gd.get("scorekit_changes", 0)
         if changes != self._changes_seen:
             self._changes_seen = changes
-            self._changed_in = transaction
-            for state in self._tables.values():
-                state.snapshot = None
-        return self._changed_in == transaction
+            self._changed_xact_start = xact_start
+        return self._changed_xact_start == xact_start
 
     def refresh(self, oid: str, table: Callable[[], str], force: bool = False) -> TableScoring:
         """Read which attachment and deployed version hold now (one small query) and return the
@@ -665,11 +671,14 @@ class Runtime:
             self._tables[oid] = state
         state.statement = statement
         state.rows = 0
-        # Later statements may keep this state while the snapshot stays the same, unless this
-        # transaction changed (and may yet roll back) a deployment or attachment.
+        # Later statements of this transaction may keep this state while the snapshot stays the
+        # same, unless the transaction changed (and may yet roll back) a deployment or
+        # attachment. A new transaction always reads: it follows a commit or a rollback, most
+        # often of rows this connection wrote, which would change the snapshot anyway.
         reusable = clock is not None and self._gd is not None
+        state.xact_start = statement[1] if reusable else None
         state.snapshot = (
-            row["snapshot"] if reusable and not self._notes_changes(statement[1]) else None
+            row["snapshot"] if reusable and not self._changed_in_transaction(statement[1]) else None
         )
         return state
 
@@ -1036,15 +1045,7 @@ class Runtime:
 # --- helpers -------------------------------------------------------------------------------------
 _INTEGERS = re.compile(r"-?[0-9]+(?:,-?[0-9]+)*")
 _FLOAT8 = "double precision"
-# What a kept table state is checked against (Runtime.current): the server's snapshot, and this
-# transaction's own xid, which no snapshot of its own lists. NULL in a serializable transaction,
-# which reads the state itself, so that its reads take part in its conflict checks.
-_SNAPSHOT = (
-    "CASE WHEN pg_catalog.current_setting('transaction_isolation') "
-    "OPERATOR(pg_catalog.<>) 'serializable' "
-    "THEN pg_catalog.pg_current_snapshot()::text OPERATOR(pg_catalog.||) '/' "
-    "OPERATOR(pg_catalog.||) coalesce(pg_catalog.pg_current_xact_id_if_assigned()::text, '') END"
-)
+_SNAPSHOT = "pg_catalog.pg_current_snapshot()::text"  # what a kept table state is checked against
 
 
 def _one_minus(scores: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -11,7 +11,8 @@
 --     trusted_pickles  the pickles a superuser allowed the server to unpickle (it runs code)
 --   roles scorekit_publisher (publish, promote, roll back, attach) and scorekit_scorer (score)
 --   PL/Python functions: predict, predict_batch, attach, detach, rescore, and the triggers
---   SQL functions: champion, promote, rollback
+--   SQL functions: champion, promote, rollback (whose writes fire scorekit._changed(), a
+--   one-line PL/Python trigger that imports nothing)
 --
 -- PL/Python functions run as their caller (SECURITY INVOKER), so privileges are checked on
 -- every call: a role that is neither publisher nor scorer can't read a model or score with it.
@@ -163,7 +164,7 @@ DROP EVENT TRIGGER IF EXISTS scorekit_forget_dropped;
 CREATE EVENT TRIGGER scorekit_forget_dropped ON sql_drop
     EXECUTE FUNCTION scorekit._forget_dropped();
 
--- --- deployments: plain SQL, no Python ---------------------------------------------------------
+-- --- deployments: plain SQL (their writes fire scorekit._changed(), below) ---------------------
 
 CREATE OR REPLACE FUNCTION scorekit.champion(model text) RETURNS integer
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -227,16 +228,16 @@ $$;
 -- --- PL/Python: every body hands over to scorekit._plpython ------------------------------------
 -- scorekit._boot imports scorekit from the recorded site-packages once per connection and keeps
 -- the runtime in GD, which all PL/Python functions of the connection share. GD["scorekit_api"]
--- is the API the runtime was built for: 2, scorekit._plpython.API, which these bodies expect. A
+-- is the API the runtime was built for: 3, scorekit._plpython.API, which these bodies expect. A
 -- connection that imported an older scorekit before an upgrade keeps that code until it ends.
 
 CREATE OR REPLACE FUNCTION scorekit._boot() RETURNS void
 LANGUAGE plpython3u AS $$
-if GD.get("scorekit_api") == 2:
+if GD.get("scorekit_api") == 3:
     return
 if "scorekit" in GD:
-    if getattr(GD["scorekit"], "API", 1) == 2:  # booted by an older _boot: the same code
-        GD["scorekit_api"] = 2
+    if getattr(GD["scorekit"], "API", 1) == 3:  # booted by an older _boot: the same code
+        GD["scorekit_api"] = 3
         return
     plpy.error("scorekit was upgraded in this database after this connection loaded it, and "
                "the connection still runs the older code",
@@ -249,20 +250,20 @@ if not rows:
                hint="run: scorekit db install", sqlstate="55000")
 site.addsitedir(rows[0]["site_packages"])
 from scorekit import _plpython
-if getattr(_plpython, "API", 1) != 2:
+if getattr(_plpython, "API", 1) != 3:
     plpy.error(f"this connection imported scorekit with API {getattr(_plpython, 'API', 1)} "
-               f"(from {rows[0]['site_packages']}); the functions in this database expect 2",
+               f"(from {rows[0]['site_packages']}); the functions in this database expect 3",
                hint="reconnect; if that does not help, run scorekit db install with the "
                "package the server imports", sqlstate="55000")
 GD["scorekit"] = _plpython.Runtime(plpy, GD)
-GD["scorekit_api"] = 2
+GD["scorekit_api"] = 3
 $$;
 
 -- predict and predict_batch are STABLE: their queries (the champion) then see the snapshot of
 -- the statement that calls them, so one SELECT scoring many rows never mixes versions.
 CREATE OR REPLACE FUNCTION scorekit.predict(model text, features jsonb) RETURNS jsonb
 LANGUAGE plpython3u STABLE AS $$
-if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].predict(model, features)
 $$;
 COMMENT ON FUNCTION scorekit.predict(text, jsonb) IS
@@ -273,7 +274,7 @@ COMMENT ON FUNCTION scorekit.predict(text, jsonb) IS
 CREATE OR REPLACE FUNCTION scorekit.predict_batch(model text, records jsonb)
 RETURNS TABLE (ordinal integer, scores jsonb)
 LANGUAGE plpython3u STABLE AS $$
-if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].predict_batch(model, records)
 $$;
 COMMENT ON FUNCTION scorekit.predict_batch(text, jsonb) IS
@@ -291,7 +292,7 @@ CREATE OR REPLACE FUNCTION scorekit.attach(
     engine text DEFAULT 'auto'
 ) RETURNS text
 LANGUAGE plpython3u VOLATILE AS $$
-if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].attach(tbl, model, mode, outputs, features, version_column, on_error,
                              engine)
 $$;
@@ -301,7 +302,7 @@ COMMENT ON FUNCTION scorekit.attach(regclass, text, text, jsonb, jsonb, text, te
 
 CREATE OR REPLACE FUNCTION scorekit.detach(tbl regclass) RETURNS text
 LANGUAGE plpython3u VOLATILE AS $$
-if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].detach(tbl)
 $$;
 
@@ -309,7 +310,7 @@ CREATE OR REPLACE FUNCTION scorekit.rescore(tbl regclass, stale_only boolean DEF
                                             batch_size integer DEFAULT 10000)
 RETURNS bigint
 LANGUAGE plpython3u VOLATILE AS $$
-if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].rescore(tbl, stale_only, batch_size)
 $$;
 COMMENT ON FUNCTION scorekit.rescore(regclass, boolean, integer) IS
@@ -320,10 +321,10 @@ COMMENT ON FUNCTION scorekit.rescore(regclass, boolean, integer) IS
 -- and statement triggers now do it themselves, once per statement. CASCADE drops those triggers.
 DROP FUNCTION IF EXISTS scorekit._statement_trigger() CASCADE;
 
--- The triggers check the deployed version once per statement by comparing the server's snapshot
--- with the one they last read it under (scorekit._plpython.Runtime.current). A connection's own
--- uncommitted changes show in no snapshot, so each connection counts its own changes to the
--- deployments and the attachments here, in GD, which its triggers read.
+-- Within a transaction, the triggers check the deployed version once per statement by comparing
+-- the server's snapshot with the one they last read it under (scorekit._plpython.Runtime.current).
+-- A connection's own changes show in none of its snapshots, so each connection counts its own
+-- changes to the deployments and the attachments here, in GD, which its triggers read.
 CREATE OR REPLACE FUNCTION scorekit._changed() RETURNS trigger
 LANGUAGE plpython3u AS $$
 GD["scorekit_changes"] = GD.get("scorekit_changes", 0) + 1
@@ -337,13 +338,13 @@ CREATE TRIGGER scorekit_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
 
 CREATE OR REPLACE FUNCTION scorekit._row_trigger() RETURNS trigger
 LANGUAGE plpython3u AS $$
-if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].score_row(TD)
 $$;
 
 CREATE OR REPLACE FUNCTION scorekit._inserted_trigger() RETURNS trigger
 LANGUAGE plpython3u AS $$
-if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].score_inserted(TD)
 $$;
 

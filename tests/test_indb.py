@@ -341,7 +341,7 @@ def use_clock(conn, clock: str) -> None:
     'query': make it ask with a query instead, as where ctypes can't find the functions."""
     conn.execute(
         f"""DO LANGUAGE plpython3u $$
-        if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
         if {clock == "query"}:
             GD["scorekit"]._statement_clock = None
         elif GD["scorekit"]._statement_clock is None:
@@ -395,44 +395,52 @@ def reads(conn) -> int:
     conn.execute(
         """CREATE OR REPLACE FUNCTION pg_temp.scorekit_reads() RETURNS integer
         LANGUAGE plpython3u AS $$
-        if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
         return GD["scorekit"].reads
         $$"""
     )
     return int(conn.execute("SELECT pg_temp.scorekit_reads()").fetchone()[0])
 
 
-def test_statements_keep_the_state_until_a_transaction_ends_or_this_connection_changes_it(
+def test_a_transaction_keeps_the_state_until_something_changes(
     conn, db, published, data_dir, table
 ) -> None:
-    """The version check of a statement reads nothing while the server's snapshot stays the
-    same; another connection's promote changes the snapshot, this connection's own promote is
-    counted, and a promote rolled back (to a savepoint, or with its transaction) is not kept."""
+    """Within a transaction, a statement's version check reads nothing while the server's
+    snapshot stays the same; another connection's promote changes the snapshot, this
+    connection's own promote is counted, a promote rolled back (to a savepoint, or with its
+    transaction) is not kept, and every new transaction reads (autocommit statements too). A
+    repeatable-read transaction keeps the version its snapshot shows, as reading would."""
     name, first = published["audit"]
     second = _publish_copy(conn, name, published["audit_na"])
     _db.attach(table, name, mode="row", version_column="model_version", dsn=db)
-    rows = csv_rows(data_dir)[:8]
+    rows = csv_rows(data_dir)[:9]
+    insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})"  # no savepoint: no subxid
+
+    def versions() -> list[int]:
+        found = conn.execute(f"SELECT model_version FROM {table} ORDER BY id").fetchall()
+        return [v[0] for v in found]
+
     try:
         with conn.transaction():
             load(conn, table, rows[:1], how="single")
-            load(conn, table, rows[1:2], how="single")  # this transaction's xid is now assigned
             start = reads(conn)
-            load(conn, table, rows[2:3], how="single")
-            # nothing changed: kept without a query (unless autovacuum happened to commit)
-            assert reads(conn) - start <= 1
+            load(conn, table, rows[1:6], how="single")
+            assert reads(conn) - start <= 1  # kept (once more if autovacuum happened to commit)
             _db.promote(name, second, db)  # another connection, committed
             start = reads(conn)
-            load(conn, table, rows[3:5], how="single")
+            load(conn, table, rows[6:7], how="single")
             assert reads(conn) > start
             with conn.transaction() as savepoint:
                 conn.execute("SELECT scorekit.promote(%s, %s)", [name, first])
-                load(conn, table, rows[5:6], how="single")
+                load(conn, table, rows[7:8], how="single")
                 raise psycopg.Rollback(savepoint)
-            load(conn, table, rows[6:7], how="single")
-        load(conn, table, rows[7:], how="single")
-        versions = conn.execute(f"SELECT model_version FROM {table} ORDER BY id").fetchall()
-        assert [v[0] for v in versions] == [first] * 3 + [second] * 4
+            load(conn, table, rows[8:9], how="single")
+        assert versions() == [first] * 6 + [second] * 2
         assert conn.execute("SELECT scorekit.champion(%s)", [name]).fetchone()[0] == second
+        start = reads(conn)
+        for _ in range(3):
+            conn.execute(insert)  # autocommit: three transactions, three reads
+        assert reads(conn) == start + 3
         # A state read after this connection's own promote is not kept past its transaction,
         # even when rolling the promote back leaves the server's snapshot as it was: here an
         # older transaction is still open (the snapshot's xmin stays) and one with a later xid
@@ -440,26 +448,38 @@ def test_statements_keep_the_state_until_a_transaction_ends_or_this_connection_c
         conn.execute(f"TRUNCATE {table}")
         with psycopg.connect(db) as older, _admin(db) as later:
             older.execute("SELECT pg_catalog.pg_current_xact_id()")  # open until the block ends
-            insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})"  # no savepoint: no subxid
             with conn.transaction() as promoted:
                 conn.execute("SELECT scorekit.promote(%s, %s)", [name, first])
                 later.execute("SELECT pg_catalog.pg_current_xact_id()")
                 conn.execute(insert)
                 raise psycopg.Rollback(promoted)
             conn.execute(insert)
-        versions = conn.execute(f"SELECT model_version FROM {table} ORDER BY id").fetchall()
-        assert [v[0] for v in versions] == [second]
-        # A serializable transaction reads at every statement: its reads of the deployments
-        # then take part in its conflict checks.
+        assert versions() == [second]
         with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-            start = reads(conn)
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             conn.execute(insert)
+            _db.promote(name, first, db)  # another connection, after this snapshot was taken
             conn.execute(insert)
-            assert reads(conn) == start + 2
+        conn.execute(insert)
+        assert versions() == [second, second, second, first]
     finally:
         _db.detach(table, db)
         _remove_version(conn, name, second)
+
+
+def test_dropping_a_table_that_is_not_attached_counts_no_change(conn) -> None:
+    """scorekit._changed() runs only when an attached table goes (the DROP's event trigger
+    deletes its attachment): other DROPs start no Python in the session."""
+    count = """DO LANGUAGE plpython3u $$
+        plpy.notice(str(GD.get("scorekit_changes", 0)))
+        $$"""
+    notices: list[str] = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+    conn.execute(count)
+    conn.execute("CREATE TABLE not_attached (i integer)")
+    conn.execute("DROP TABLE not_attached")
+    conn.execute(count)
+    assert len(notices) == 2 and notices[0] == notices[1]
 
 
 def test_a_promote_this_connection_commits_reaches_every_attached_table(
@@ -547,7 +567,7 @@ def test_a_connection_older_than_an_upgrade_is_asked_to_reconnect(conn, db, publ
     # A runtime of this API that an older _boot made (no GD["scorekit_api"]) is kept.
     conn.execute(
         """DO LANGUAGE plpython3u $$
-        if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
         del GD["scorekit_api"]
         $$"""
     )
@@ -556,7 +576,7 @@ def test_a_connection_older_than_an_upgrade_is_asked_to_reconnect(conn, db, publ
     # a runtime of another API in GD.
     conn.execute(
         """DO LANGUAGE plpython3u $$
-        if GD.get("scorekit_api") != 2: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
         GD["scorekit"].API = 1
         del GD["scorekit_api"]
         $$"""
