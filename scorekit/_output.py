@@ -72,6 +72,6 @@ def labels_from_probabilities(probabilities: np.ndarray, classes: Sequence[Any])
 def label_from_probabilities(probabilities: Sequence[float], classes: Sequence[Any]) -> Any:
     """One record's labels_from_probabilities: the first most probable class, or None when a
     probability is missing."""
-    if any(p != p for p in probabilities):
+    if any(map(math.isnan, probabilities)):
         return None
     return classes[probabilities.index(max(probabilities))]  # the first of the highest

@@ -584,10 +584,11 @@ class Runtime:
 
     # --- the state of an attached table, once per statement ----------------------------------
     def current(self, oid: str, table: Callable[[], str]) -> TableScoring:
-        """The table's scoring state for the running top-level statement: checked by its first
-        trigger call, reused by the others (statements nested in it included). A statement is
-        told from the next by its start time and its transaction's: statements sent together
-        in one query string, or run by one function call, count as one."""
+        """The table's scoring state for the running top-level statement: read by its first
+        trigger call (or kept from an earlier statement of the transaction, see _unchanged),
+        reused by the others (statements nested in it included). A statement is told from the
+        next by its start time and its transaction's: statements sent together in one query
+        string, or run by one function call, count as one."""
         state = self._tables.get(oid)
         clock = self._statement_clock
         if state is None or clock is None:

@@ -486,9 +486,10 @@ def test_a_promote_this_connection_commits_reaches_every_attached_table(
     conn, db, published, table
 ) -> None:
     """A state of another table, read in the transaction that promoted, is not kept after it
-    commits, even when the server's snapshot text is then the same as when it was read: an
-    older transaction still open keeps the snapshot's xmin, and one with a later xid that ended
-    first keeps its xmax, so only this connection's own xid has changed."""
+    commits (each transaction reads at its first statement), even where the server's snapshot
+    text is then the same as when it was read: an older transaction still open keeps its xmin,
+    and one with a later xid that ended first keeps its xmax; only this connection's own xid,
+    which its own snapshots never list, has ended."""
     name, first = published["audit"]
     second = _publish_copy(conn, name, published["audit_na"])
     create_table(

@@ -92,6 +92,7 @@ class NativeScorer:
                 f"{where} is a {self.plan.function} model but the manifest says {manifest.task}"
             )
         self._order = self._class_order(model, data_fields)
+        self._order_list = self._order.tolist()  # for one record: list indexes, not numpy ints
         self.verify(model)
         self._one_ready = not self.active_treatments and all(
             d.one is not None for d in self.global_fields
@@ -208,7 +209,7 @@ class NativeScorer:
             return None
         if not self.classification:
             return float(result), None
-        probabilities = [float(result[j]) for j in self._order]
+        probabilities = [float(result[j]) for j in self._order_list]
         return label_from_probabilities(probabilities, self.manifest.classes or []), probabilities
 
     def score(self, batch: Mapping[str, np.ndarray]) -> Scores:

@@ -285,11 +285,11 @@ class TargetRescale:
         return np.asarray(out)
 
     def one(self, value: float) -> float:
-        return (
-            float(self(np.array([value]))[0])
-            if self.cast
-            else (min(max(value, self.low), self.high) * self.factor + self.constant)
-        )
+        if self.cast:
+            return float(self(np.array([value]))[0])
+        if self.low != -math.inf or self.high != math.inf:
+            value = min(max(value, self.low), self.high)
+        return value * self.factor + self.constant
 
 
 def compile_targets(element: ET.Element, function: str) -> TargetRescale | None:
@@ -512,6 +512,12 @@ class RegressionPlan(Plan):
         k = len(ys)
         if any(map(math.isnan, ys)):
             return [math.nan] * len(self.categories)
+        if k == 2 and self.normalization in _SCALAR_LINKS:  # binary: the steps below, unrolled
+            first = _SCALAR_LINKS[self.normalization](ys[0])
+            out = [0.0, 0.0]
+            out[self.order[0]] = first
+            out[self.order[1]] = 1.0 - first
+            return out
         if self.normalization == "softmax":
             top = max(ys)
             exps = [_exp(y - top) for y in ys]
@@ -899,10 +905,13 @@ class ChainPlan(Plan):
     def one(self, values: dict[str, Any]) -> Any:
         values = dict(values)
         result = None
-        for model, outputs in self.steps:
+        last = len(self.steps) - 1
+        for i, (model, outputs) in enumerate(self.steps):
             result = model.one(values)
             if result is None:
                 return None
+            if i == last:
+                break  # the last segment's outputs feed no later one
             for output in outputs:
                 if output.one is None:
                     return None
