@@ -180,11 +180,12 @@ class Runtime:
 
     def _changes_counted(self) -> bool:
         """Whether scorekit._changed() counts this connection's changes to the deployments and
-        the attachments: installed (older installs had no such trigger) and enabled."""
+        the attachments: installed (older installs had no such trigger) and enabled ALWAYS, so
+        that it fires under any session_replication_role."""
         rows = self._query(
             "SELECT count(*) AS n FROM pg_catalog.pg_trigger "
             "WHERE tgname OPERATOR(pg_catalog.=) 'scorekit_changed' "
-            "AND tgenabled OPERATOR(pg_catalog.=) ANY ('{O,A}'::pg_catalog.\"char\"[]) "
+            "AND tgenabled OPERATOR(pg_catalog.=) 'A' "  # ENABLE ALWAYS, as install makes them
             "AND tgrelid OPERATOR(pg_catalog.=) ANY (ARRAY["
             "'scorekit.deployments'::pg_catalog.regclass::pg_catalog.oid, "
             "'scorekit.attachments'::pg_catalog.regclass::pg_catalog.oid])"
@@ -620,9 +621,9 @@ class Runtime:
 
     def _changed_in_transaction(self, xact_start: int) -> bool:
         """Whether this connection may have changed scorekit's deployments or attachments in the
-        transaction that started at ``xact_start``: changes counted since the last look are
-        charged to it (a change made in an earlier transaction and seen only now costs this
-        transaction its kept states, nothing worse)."""
+        transaction that started at ``xact_start``. Records as it answers: changes counted since
+        the last look are charged to this transaction (one made in an earlier transaction and
+        seen only now costs this transaction its kept states, nothing worse)."""
         assert self._gd is not None
         changes = self._gd.get("scorekit_changes", 0)
         if changes != self._changes_seen:
@@ -674,8 +675,9 @@ class Runtime:
         state.rows = 0
         # Later statements of this transaction may keep this state while the snapshot stays the
         # same, unless the transaction changed (and may yet roll back) a deployment or
-        # attachment. A new transaction always reads: it follows a commit or a rollback, most
-        # often of rows this connection wrote, which would change the snapshot anyway.
+        # attachment. A new transaction always reads: this connection's own transactions show
+        # in none of its snapshots, so the snapshot text can be the same after its own commit
+        # or rollback.
         reusable = clock is not None and self._gd is not None
         state.xact_start = statement[1] if reusable else None
         state.snapshot = (

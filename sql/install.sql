@@ -11,8 +11,8 @@
 --     trusted_pickles  the pickles a superuser allowed the server to unpickle (it runs code)
 --   roles scorekit_publisher (publish, promote, roll back, attach) and scorekit_scorer (score)
 --   PL/Python functions: predict, predict_batch, attach, detach, rescore, and the triggers
---   SQL functions: champion, promote, rollback (whose writes fire scorekit._changed(), a
---   one-line PL/Python trigger that imports nothing)
+--   SQL functions: champion, promote, rollback (promote's and rollback's writes fire
+--   scorekit._changed(), a one-line PL/Python trigger that imports nothing)
 --
 -- PL/Python functions run as their caller (SECURITY INVOKER), so privileges are checked on
 -- every call: a role that is neither publisher nor scorer can't read a model or score with it.
@@ -335,6 +335,10 @@ CREATE TRIGGER scorekit_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
 DROP TRIGGER IF EXISTS scorekit_changed ON scorekit.attachments;
 CREATE TRIGGER scorekit_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON scorekit.attachments FOR EACH STATEMENT EXECUTE FUNCTION scorekit._changed();
+-- ALWAYS: also under session_replication_role = replica. A connection checks that both are
+-- enabled so when it starts (Runtime._changes_counted); disabling one needs a reconnect.
+ALTER TABLE scorekit.deployments ENABLE ALWAYS TRIGGER scorekit_changed;
+ALTER TABLE scorekit.attachments ENABLE ALWAYS TRIGGER scorekit_changed;
 
 CREATE OR REPLACE FUNCTION scorekit._row_trigger() RETURNS trigger
 LANGUAGE plpython3u AS $$

@@ -905,13 +905,10 @@ class ChainPlan(Plan):
     def one(self, values: dict[str, Any]) -> Any:
         values = dict(values)
         result = None
-        last = len(self.steps) - 1
-        for i, (model, outputs) in enumerate(self.steps):
+        for model, outputs in self.steps:
             result = model.one(values)
             if result is None:
                 return None
-            if i == last:
-                break  # the last segment's outputs feed no later one
             for output in outputs:
                 if output.one is None:
                     return None
