@@ -653,12 +653,7 @@ class ForestPlan(Plan):
             else:
                 self._walk = (
                     [(f.name, f.equals) for f in forest.features],
-                    forest.feature.tolist(),
-                    forest.threshold.tolist(),
-                    forest.children[:, 1].tolist(),
-                    forest.children[:, 0].tolist(),
-                    forest.on_missing.tolist(),
-                    forest.leaf_row.tolist(),
+                    *forest.node_lists(),
                     forest.values.tolist(),
                 )
             self._generated = None

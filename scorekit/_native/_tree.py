@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -245,6 +245,18 @@ _NUMERIC_TESTS = {
 }
 
 
+class NodeLists(NamedTuple):
+    """A compiled forest's node arrays as Python lists, for code that steps node by node (the
+    one-record walk, the dense batch form): list indexing costs less than numpy's per item."""
+
+    feature: list[int]
+    threshold: list[float]
+    on_hit: list[int]  # where a row at most the threshold goes, negation folded in
+    on_miss: list[int]
+    on_missing: list[int]
+    leaf_row: list[int]
+
+
 class CompiledForest:
     """The node arrays as numpy, and the walk.
 
@@ -300,7 +312,7 @@ class CompiledForest:
         self.dense = self.depth is not None and n_tests <= (
             self.DENSE_TESTS_PER_LEVEL * max(self.depth, 1) * len(self.roots)
         )
-        self._nodes: Any = None  # the node arrays as lists, made for the dense form when used
+        self._node_lists: NodeLists | None = None
 
     def _depth(self) -> int | None:
         """The most tests on any path from a root (missing-value branches included); None if
@@ -332,12 +344,23 @@ class CompiledForest:
             return walk(x_rows)
         return np.hstack([walk(x_rows[:, start : start + chunk]) for start in range(0, n, chunk)])
 
+    def node_lists(self) -> NodeLists:
+        """The node arrays as lists, made on first use (forests scored only in batches by the
+        level walk never need them)."""
+        if self._node_lists is None:
+            self._node_lists = NodeLists(
+                self.feature.tolist(),
+                self.threshold.tolist(),
+                self.children[:, 1].tolist(),
+                self.children[:, 0].tolist(),
+                self.on_missing.tolist(),
+                self.leaf_row.tolist(),
+            )
+        return self._node_lists
+
     def _dense_leaves(self, x_rows: np.ndarray) -> np.ndarray:
         """What _walk returns, each tree's leaf chosen by nested np.where over whole rows."""
-        if self._nodes is None:
-            arrays = (self.feature, self.threshold, self.children, self.on_missing, self.leaf_row)
-            self._nodes = tuple(a.tolist() for a in arrays)
-        feature, threshold, children, on_missing, leaf_row = self._nodes
+        feature, threshold, on_hit, on_miss, on_missing, leaf_row = self.node_lists()
         # float64 throughout: numpy compares a float32 row with a Python float in float32
         x_rows = np.asarray(x_rows, dtype=np.float64)
         has_missing = np.isnan(x_rows).any(axis=1).tolist()
@@ -353,7 +376,7 @@ class CompiledForest:
                 result: Any = leaf_row[node]
             else:
                 hit = x_rows[f] <= threshold[node]  # NaN: False, then overridden below
-                result = np.where(hit, leaf_of(children[node][1]), leaf_of(children[node][0]))
+                result = np.where(hit, leaf_of(on_hit[node]), leaf_of(on_miss[node]))
                 if has_missing[f]:
                     if f not in missing:
                         missing[f] = np.isnan(x_rows[f])
