@@ -89,9 +89,10 @@ class TableScoring:
     types: dict[str, Column]  # the table's columns
     statement: object = None  # the statement this state serves, as Runtime keys statements
     xact_start: int | None = None  # the start of the transaction that read it (with the clock)
-    # The server's snapshot the state was read under, if later statements of its transaction may
-    # keep the state while the snapshot stays the same (None: read it again for the next one).
-    snapshot: str | None = None
+    # The snapshot the state was read under (pg_current_snapshot()'s text, or what
+    # active_snapshot() reads), if later statements of its transaction may keep the state while
+    # the snapshot stays the same (None: read it again for the next one).
+    snapshot: object = None
     rows: int = 0  # rows seen by the row trigger in this statement, for messages
     # the prepared UPDATEs that write scores back by primary key, by the output (if any) that
     # the UPDATE computes as 1 - another (see Runtime._write_back)
@@ -157,6 +158,11 @@ class Runtime:
         self._statement_clock = statement_clock()
         if self._statement_clock is not None and not self._clock_agrees():
             self._statement_clock = None
+        # How a kept state's snapshot is read and compared: through ctypes where that reading
+        # agrees with pg_current_snapshot(), else with that query (see _unchanged).
+        self._snapshot = active_snapshot()
+        if self._snapshot is not None and not self._snapshot_agrees():
+            self._snapshot = None
         # PL/Python's GD, where scorekit._changed() counts this connection's changes to
         # scorekit.deployments and scorekit.attachments; None where that trigger is not
         # installed, and then every statement reads its table's state again.
@@ -177,6 +183,20 @@ class Runtime:
         )[0]
         since_2000 = [int((Decimal(row[k]) - 946_684_800) * 1_000_000) for k in ("s", "t")]
         return bool(tuple(since_2000) == self._statement_clock())
+
+    def _snapshot_agrees(self) -> bool:
+        """active_snapshot() reads what pg_current_snapshot() shows (its xids' low 32 bits);
+        checked once per connection. The query runs under a snapshot of its own, which differs
+        where a transaction ends in between: a few tries, then the query it is."""
+        assert self._snapshot is not None
+        for _ in range(3):
+            read = self._snapshot()
+            shown = self._query(f"SELECT {_SNAPSHOT} AS snapshot")[0]["snapshot"]
+            xmin, xmax, in_progress = shown.split(":")
+            listed = sorted(int(xid) & 0xFFFFFFFF for xid in in_progress.split(",") if xid)
+            if read == (int(xmin) & 0xFFFFFFFF, int(xmax) & 0xFFFFFFFF, tuple(listed)):
+                return True
+        return False
 
     def _changes_counted(self) -> bool:
         """Whether scorekit._changed() counts this connection's changes to the deployments and
@@ -608,14 +628,17 @@ class Runtime:
             return state
         return self.refresh(oid, table)
 
-    def _unchanged(self, snapshot: str, xact_start: int) -> bool:
+    def _unchanged(self, snapshot: object, xact_start: int) -> bool:
         """Whether what a statement of this transaction read under ``snapshot`` still holds: no
         other transaction has ended since (a commit changes the server's snapshot: its xid
         leaves the in-progress list, or the snapshot's xmax moves past it), and this connection,
         whose own changes none of its snapshots shows, has changed no deployment or attachment
-        in this transaction. Costs a query that reads no table."""
+        in this transaction. Reads the statement's snapshot through ctypes, or, where that is
+        unavailable, with a query that reads no table."""
         if self._changed_in_transaction(xact_start):
             return False
+        if self._snapshot is not None:
+            return bool(self._snapshot() == snapshot)
         now = self._query(f"SELECT {_SNAPSHOT} AS snapshot")
         return bool(now[0]["snapshot"] == snapshot)
 
@@ -637,13 +660,16 @@ class Runtime:
         serving this statement is kept, so that one statement never mixes versions. ``table``
         gives the table's name for messages."""
         clock = self._statement_clock
+        # the statement's snapshot, as _unchanged reads it later (the query's own is no older)
+        snapshot = self._snapshot() if self._snapshot is not None else None
         self.reads += 1
         rows = self._query(
             # xmin changes with every change of the attachment's row, however it was made.
-            f"SELECT a.xmin::text AS token, {_SNAPSHOT} AS snapshot, "
+            "SELECT a.xmin::text AS token, "
+            + (f"{_SNAPSHOT} AS snapshot, " if self._snapshot is None else "")
             # The champion inline: a call to scorekit.champion() would be planned anew in each
             # statement, which costs more than the rest of the trigger for a one-row INSERT.
-            "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
+            + "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
             "WHERE d.model = a.model ORDER BY d.id DESC LIMIT 1)) AS version, "
             # the statement's key where statement_clock() is unavailable (as text, two
             # timestamps cost a few µs: only then)
@@ -680,8 +706,10 @@ class Runtime:
         # or rollback.
         reusable = clock is not None and self._gd is not None
         state.xact_start = statement[1] if reusable else None
+        if self._snapshot is None:
+            snapshot = row["snapshot"]
         state.snapshot = (
-            row["snapshot"] if reusable and not self._changed_in_transaction(statement[1]) else None
+            snapshot if reusable and not self._changed_in_transaction(statement[1]) else None
         )
         return state
 
@@ -1095,6 +1123,51 @@ def statement_clock() -> Callable[[], tuple[int, int]] | None:
         return statement(), transaction()
 
     return clock
+
+
+def active_snapshot() -> Callable[[], tuple[int, int, tuple[int, ...]] | None] | None:
+    """The server's GetActiveSnapshot, called through ctypes: the running statement's snapshot
+    as (xmin, xmax, sorted in-progress xids), what pg_current_snapshot() shows, without the 10
+    to 15 µs of a query per statement. None for a snapshot that is not an MVCC one or was taken
+    during recovery (then the caller reads again), and None instead of the function where it
+    can't be found. Runtime checks its reading against pg_current_snapshot() once per
+    connection: the layout read is the leading fields of SnapshotData (utils/snapshot.h), the
+    same in PostgreSQL 12 to 18."""
+    try:
+        import ctypes
+
+        get_active = ctypes.CDLL(None).GetActiveSnapshot
+    except Exception:  # not in a PostgreSQL backend, or no dlopen(NULL) on this platform
+        return None
+
+    class SnapshotData(ctypes.Structure):
+        _fields_ = [
+            ("snapshot_type", ctypes.c_int),  # SNAPSHOT_MVCC is 0
+            ("xmin", ctypes.c_uint32),
+            ("xmax", ctypes.c_uint32),
+            ("xip", ctypes.POINTER(ctypes.c_uint32)),
+            ("xcnt", ctypes.c_uint32),
+            ("subxip", ctypes.POINTER(ctypes.c_uint32)),
+            ("subxcnt", ctypes.c_int32),
+            ("suboverflowed", ctypes.c_bool),
+            ("taken_during_recovery", ctypes.c_bool),
+        ]
+
+    get_active.argtypes = []
+    get_active.restype = ctypes.POINTER(SnapshotData)
+
+    def read() -> tuple[int, int, tuple[int, ...]] | None:
+        pointer = get_active()
+        if not pointer:
+            return None
+        snapshot = pointer.contents
+        if snapshot.snapshot_type != 0 or snapshot.taken_during_recovery:
+            return None
+        count = snapshot.xcnt
+        in_progress = tuple(sorted(snapshot.xip[:count])) if count else ()
+        return snapshot.xmin, snapshot.xmax, in_progress
+
+    return read
 
 
 def array_literal(values: Sequence[Any]) -> str:

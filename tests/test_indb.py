@@ -402,14 +402,17 @@ def reads(conn) -> int:
     return int(conn.execute("SELECT pg_temp.scorekit_reads()").fetchone()[0])
 
 
+@pytest.mark.parametrize("snapshot", ["server", "query"])
 def test_a_transaction_keeps_the_state_until_something_changes(
-    conn, db, published, data_dir, table
+    conn, db, published, data_dir, table, snapshot
 ) -> None:
     """Within a transaction, a statement's version check reads nothing while the server's
     snapshot stays the same; another connection's promote changes the snapshot, this
     connection's own promote is counted, a promote rolled back (to a savepoint, or with its
     transaction) is not kept, and every new transaction reads (autocommit statements too). A
-    repeatable-read transaction keeps the version its snapshot shows, as reading would."""
+    repeatable-read transaction keeps the version its snapshot shows, as reading would. With the
+    snapshot read through ctypes, and with the query that replaces it where ctypes can't."""
+    use_snapshot(conn, snapshot)
     name, first = published["audit"]
     second = _publish_copy(conn, name, published["audit_na"])
     _db.attach(table, name, mode="row", version_column="model_version", dsn=db)
@@ -467,6 +470,44 @@ def test_a_transaction_keeps_the_state_until_something_changes(
     finally:
         _db.detach(table, db)
         _remove_version(conn, name, second)
+
+
+def use_snapshot(conn, snapshot: str) -> None:
+    """'server': check that the connection reads statements' snapshots through ctypes;
+    'query': make it ask pg_current_snapshot() instead, as where ctypes can't."""
+    conn.execute(
+        f"""DO LANGUAGE plpython3u $$
+        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+        if {snapshot == "query"}:
+            GD["scorekit"]._snapshot = None
+        elif GD["scorekit"]._snapshot is None:
+            plpy.error("no snapshot reader in this server")
+        $$"""
+    )
+
+
+def test_a_snapshot_reading_that_disagrees_with_the_server_is_not_used(conn) -> None:
+    """The ctypes reading of the active snapshot is checked against pg_current_snapshot() when
+    a connection boots: one that reads another layout (as a future server's might) is
+    dropped, and the runtime asks with the query."""
+    notices: list[str] = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+    conn.execute(
+        """DO LANGUAGE plpython3u $$
+        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+        from scorekit import _plpython
+        active_snapshot = _plpython.active_snapshot
+        xmin, xmax, in_progress = active_snapshot()()
+        right = _plpython.Runtime(plpy, GD)
+        _plpython.active_snapshot = lambda: lambda: (xmax + 1, xmin, in_progress)
+        try:
+            wrong = _plpython.Runtime(plpy, GD)
+        finally:
+            _plpython.active_snapshot = active_snapshot
+        plpy.notice(f"{right._snapshot is not None} {wrong._snapshot is None}")
+        $$"""
+    )
+    assert notices == ["True True"]
 
 
 def test_without_the_counting_trigger_every_statement_reads(db, published, table) -> None:
