@@ -185,16 +185,20 @@ class Runtime:
         return bool(tuple(since_2000) == self._statement_clock())
 
     def _snapshot_agrees(self) -> bool:
-        """active_snapshot() reads what pg_current_snapshot() shows (its xids' low 32 bits);
-        checked once per connection. The query runs under a snapshot of its own, which differs
-        where a transaction ends in between: a few tries, then the query it is."""
-        assert self._snapshot is not None
+        """The SnapshotReader reads what pg_current_snapshot() shows (its xids' low 32 bits):
+        first the struct's scalars, and only when they agree the in-progress xids, which takes
+        following a pointer. Checked once per connection. The query runs under a snapshot of
+        its own, which differs where a transaction ends in between: a few tries, then the
+        query it is."""
+        reader = self._snapshot
+        assert reader is not None
         for _ in range(3):
-            read = self._snapshot()
+            header = reader.header()
             shown = self._query(f"SELECT {_SNAPSHOT} AS snapshot")[0]["snapshot"]
             xmin, xmax, in_progress = shown.split(":")
             listed = sorted(int(xid) & 0xFFFFFFFF for xid in in_progress.split(",") if xid)
-            if read == (int(xmin) & 0xFFFFFFFF, int(xmax) & 0xFFFFFFFF, tuple(listed)):
+            low = (int(xmin) & 0xFFFFFFFF, int(xmax) & 0xFFFFFFFF)
+            if header == (*low, len(listed)) and reader() == (*low, tuple(listed)):
                 return True
         return False
 
@@ -1125,49 +1129,75 @@ def statement_clock() -> Callable[[], tuple[int, int]] | None:
     return clock
 
 
-def active_snapshot() -> Callable[[], tuple[int, int, tuple[int, ...]] | None] | None:
-    """The server's GetActiveSnapshot, called through ctypes: the running statement's snapshot
-    as (xmin, xmax, sorted in-progress xids), what pg_current_snapshot() shows, without the 10
-    to 15 µs of a query per statement. None for a snapshot that is not an MVCC one or was taken
-    during recovery (then the caller reads again), and None instead of the function where it
-    can't be found. Runtime checks its reading against pg_current_snapshot() once per
-    connection: the layout read is the leading fields of SnapshotData (utils/snapshot.h), the
-    same in PostgreSQL 12 to 18."""
+def active_snapshot() -> SnapshotReader | None:
+    """A SnapshotReader of this server, or None where GetActiveSnapshot can't be found (not in
+    a PostgreSQL backend, or no dlopen(NULL) on this platform)."""
     try:
         import ctypes
 
         get_active = ctypes.CDLL(None).GetActiveSnapshot
-    except Exception:  # not in a PostgreSQL backend, or no dlopen(NULL) on this platform
+    except Exception:
         return None
+    return SnapshotReader(get_active)
 
-    class SnapshotData(ctypes.Structure):
-        _fields_ = [
-            ("snapshot_type", ctypes.c_int),  # SNAPSHOT_MVCC is 0
-            ("xmin", ctypes.c_uint32),
-            ("xmax", ctypes.c_uint32),
-            ("xip", ctypes.POINTER(ctypes.c_uint32)),
-            ("xcnt", ctypes.c_uint32),
-            ("subxip", ctypes.POINTER(ctypes.c_uint32)),
-            ("subxcnt", ctypes.c_int32),
-            ("suboverflowed", ctypes.c_bool),
-            ("taken_during_recovery", ctypes.c_bool),
-        ]
 
-    get_active.argtypes = []
-    get_active.restype = ctypes.POINTER(SnapshotData)
+class SnapshotReader:
+    """The server's GetActiveSnapshot, called through ctypes: the running statement's snapshot
+    as (xmin, xmax, sorted in-progress xids), what pg_current_snapshot() shows (in 32 bits),
+    without the 10 to 15 µs of a query per statement.
 
-    def read() -> tuple[int, int, tuple[int, ...]] | None:
-        pointer = get_active()
+    What it reads is the leading fields of SnapshotData (utils/snapshot.h), laid out alike in
+    PostgreSQL 12 to 18. Following a pointer of another layout could crash the backend, so
+    Runtime checks ``header()``, which reads the struct's scalars and follows no pointer,
+    against pg_current_snapshot() before it ever calls the reader, once per connection."""
+
+    MAX_IN_PROGRESS = 1 << 20  # more xids than any server runs at once: not a snapshot's count
+
+    def __init__(self, get_active: Any) -> None:
+        import ctypes
+
+        class SnapshotData(ctypes.Structure):
+            _fields_ = [
+                ("snapshot_type", ctypes.c_int),  # SNAPSHOT_MVCC is 0
+                ("xmin", ctypes.c_uint32),
+                ("xmax", ctypes.c_uint32),
+                ("xip", ctypes.POINTER(ctypes.c_uint32)),
+                ("xcnt", ctypes.c_uint32),
+                ("subxip", ctypes.POINTER(ctypes.c_uint32)),
+                ("subxcnt", ctypes.c_int32),
+                ("suboverflowed", ctypes.c_bool),
+                ("taken_during_recovery", ctypes.c_bool),
+            ]
+
+        get_active.argtypes = []
+        get_active.restype = ctypes.POINTER(SnapshotData)
+        self._get_active = get_active
+
+    def _active(self) -> Any:
+        """The active snapshot's struct, or None where there is none, or it is not an MVCC
+        snapshot, or it was taken during recovery (the caller then reads the state again)."""
+        pointer = self._get_active()
         if not pointer:
             return None
         snapshot = pointer.contents
         if snapshot.snapshot_type != 0 or snapshot.taken_during_recovery:
             return None
+        if snapshot.xcnt > self.MAX_IN_PROGRESS:
+            return None
+        return snapshot
+
+    def header(self) -> tuple[int, int, int] | None:
+        """(xmin, xmax, the number of in-progress xids), following no pointer."""
+        snapshot = self._active()
+        return None if snapshot is None else (snapshot.xmin, snapshot.xmax, snapshot.xcnt)
+
+    def __call__(self) -> tuple[int, int, tuple[int, ...]] | None:
+        snapshot = self._active()
+        if snapshot is None:
+            return None
         count = snapshot.xcnt
         in_progress = tuple(sorted(snapshot.xip[:count])) if count else ()
         return snapshot.xmin, snapshot.xmax, in_progress
-
-    return read
 
 
 def array_literal(values: Sequence[Any]) -> str:

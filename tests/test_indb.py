@@ -488,8 +488,8 @@ def use_snapshot(conn, snapshot: str) -> None:
 
 def test_a_snapshot_reading_that_disagrees_with_the_server_is_not_used(conn) -> None:
     """The ctypes reading of the active snapshot is checked against pg_current_snapshot() when
-    a connection boots: one that reads another layout (as a future server's might) is
-    dropped, and the runtime asks with the query."""
+    a connection boots: one that reads another layout (as a future server's might) is dropped
+    without following its pointers, and the runtime asks with the query."""
     notices: list[str] = []
     conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
     conn.execute(
@@ -497,9 +497,17 @@ def test_a_snapshot_reading_that_disagrees_with_the_server_is_not_used(conn) -> 
         if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
         from scorekit import _plpython
         active_snapshot = _plpython.active_snapshot
-        xmin, xmax, in_progress = active_snapshot()()
+        xmin, xmax, count = active_snapshot().header()
         right = _plpython.Runtime(plpy, GD)
-        _plpython.active_snapshot = lambda: lambda: (xmax + 1, xmin, in_progress)
+
+        class OtherLayout:
+            def header(self):
+                return xmax + 1, xmin, count  # two fields elsewhere
+
+            def __call__(self):
+                plpy.error("followed a pointer of a layout that disagrees")
+
+        _plpython.active_snapshot = OtherLayout
         try:
             wrong = _plpython.Runtime(plpy, GD)
         finally:
