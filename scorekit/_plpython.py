@@ -66,6 +66,10 @@ ROW_TRIGGER = "scorekit_row"  # BEFORE INSERT OR UPDATE ... FOR EACH ROW: score 
 INSERTED_TRIGGER = "scorekit_inserted"  # AFTER INSERT ... FOR EACH STATEMENT: score the statement
 TRANSITION_TABLE = "scorekit_new"
 
+SNAPSHOT_TRIES = 20  # refreshes that may check the SnapshotReader before the query is kept
+# PostgreSQL versions (server_version_num) whose SnapshotData starts as SnapshotReader reads it
+SNAPSHOT_LAYOUT_VERSIONS = range(120000, 190000)
+
 F = TypeVar("F", bound=Callable[..., Any])
 # What the installed SQL functions expect of this module; sql/install.sql names the same number.
 # A connection that imported an older scorekit before an upgrade is asked to reconnect.
@@ -158,11 +162,12 @@ class Runtime:
         self._statement_clock = statement_clock()
         if self._statement_clock is not None and not self._clock_agrees():
             self._statement_clock = None
-        # How a kept state's snapshot is read and compared: through ctypes where that reading
-        # agrees with pg_current_snapshot(), else with that query (see _unchanged).
-        self._snapshot = active_snapshot()
-        if self._snapshot is not None and not self._snapshot_agrees():
-            self._snapshot = None
+        # How a kept state's snapshot is read: through ctypes once _verify_snapshot has seen
+        # that reading agree with pg_current_snapshot(); until then, and where it never does,
+        # with that query (see _unchanged).
+        self._snapshot: SnapshotReader | None = None
+        self._snapshot_candidate = active_snapshot(self._server_version())
+        self._snapshot_tries = 0
         # PL/Python's GD, where scorekit._changed() counts this connection's changes to
         # scorekit.deployments and scorekit.attachments; None where that trigger is not
         # installed, and then every statement reads its table's state again.
@@ -184,23 +189,28 @@ class Runtime:
         since_2000 = [int((Decimal(row[k]) - 946_684_800) * 1_000_000) for k in ("s", "t")]
         return bool(tuple(since_2000) == self._statement_clock())
 
-    def _snapshot_agrees(self) -> bool:
-        """The SnapshotReader reads what pg_current_snapshot() shows (its xids' low 32 bits):
-        first the struct's scalars, and only when they agree the in-progress xids, which takes
-        following a pointer. Checked once per connection. The query runs under a snapshot of
-        its own, which differs where a transaction ends in between: a few tries, then the
-        query it is."""
-        reader = self._snapshot
+    def _server_version(self) -> int:
+        rows = self._query("SELECT pg_catalog.current_setting('server_version_num') AS v")
+        return int(rows[0]["v"])
+
+    def _verify_snapshot(self, shown: str) -> None:
+        """Read snapshots through the SnapshotReader from now on if its reading agrees with
+        ``shown``, pg_current_snapshot()'s text that a refresh just read: first the struct's
+        scalars, and only when they agree its list of xids, which takes following a pointer.
+        The refresh's query may run under a later snapshot than the statement's, where a
+        transaction ended in between: then a later refresh tries again, SNAPSHOT_TRIES times in
+        all, before the query is kept for good."""
+        reader = self._snapshot_candidate
         assert reader is not None
-        for _ in range(3):
-            header = reader.header()
-            shown = self._query(f"SELECT {_SNAPSHOT} AS snapshot")[0]["snapshot"]
-            xmin, xmax, in_progress = shown.split(":")
-            listed = sorted(int(xid) & 0xFFFFFFFF for xid in in_progress.split(",") if xid)
-            low = (int(xmin) & 0xFFFFFFFF, int(xmax) & 0xFFFFFFFF)
-            if header == (*low, len(listed)) and reader() == (*low, tuple(listed)):
-                return True
-        return False
+        xmin, xmax, listed = shown.split(":")
+        in_progress = tuple(sorted(int(xid) & 0xFFFFFFFF for xid in listed.split(",") if xid))
+        low = (int(xmin) & 0xFFFFFFFF, int(xmax) & 0xFFFFFFFF)
+        if reader.header() == (*low, len(in_progress)) and reader() == (*low, in_progress):
+            self._snapshot, self._snapshot_candidate = reader, None
+            return
+        self._snapshot_tries += 1
+        if self._snapshot_tries >= SNAPSHOT_TRIES:
+            self._snapshot_candidate = None
 
     def _changes_counted(self) -> bool:
         """Whether scorekit._changed() counts this connection's changes to the deployments and
@@ -641,8 +651,13 @@ class Runtime:
         unavailable, with a query that reads no table."""
         if self._changed_in_transaction(xact_start):
             return False
-        if self._snapshot is not None:
-            return bool(self._snapshot() == snapshot)
+        reader = self._snapshot
+        if reader is not None:
+            if not isinstance(snapshot, tuple):
+                return False  # read by the query, before the reader was verified
+            xmin, xmax, in_progress = snapshot
+            # the scalars first: a busy server's list of xids need not be copied to differ
+            return reader.header() == (xmin, xmax, len(in_progress)) and reader() == snapshot
         now = self._query(f"SELECT {_SNAPSHOT} AS snapshot")
         return bool(now[0]["snapshot"] == snapshot)
 
@@ -706,12 +721,14 @@ class Runtime:
         # Later statements of this transaction may keep this state while the snapshot stays the
         # same, unless the transaction changed (and may yet roll back) a deployment or
         # attachment. A new transaction always reads: this connection's own transactions show
-        # in none of its snapshots, so the snapshot text can be the same after its own commit
-        # or rollback.
+        # in none of its snapshots, so the snapshot can be the same after its own commit or
+        # rollback.
         reusable = clock is not None and self._gd is not None
         state.xact_start = statement[1] if reusable else None
         if self._snapshot is None:
             snapshot = row["snapshot"]
+            if self._snapshot_candidate is not None:
+                self._verify_snapshot(snapshot)
         state.snapshot = (
             snapshot if reusable and not self._changed_in_transaction(statement[1]) else None
         )
@@ -1129,39 +1146,45 @@ def statement_clock() -> Callable[[], tuple[int, int]] | None:
     return clock
 
 
-def active_snapshot() -> SnapshotReader | None:
-    """A SnapshotReader of this server, or None where GetActiveSnapshot can't be found (not in
-    a PostgreSQL backend, or no dlopen(NULL) on this platform)."""
+def active_snapshot(server_version: int) -> SnapshotReader | None:
+    """A SnapshotReader of this server; None where GetActiveSnapshot can't be found (not in a
+    PostgreSQL backend, or no dlopen(NULL) on this platform) or the server's version is not one
+    whose snapshot struct it knows."""
+    if server_version not in SNAPSHOT_LAYOUT_VERSIONS:
+        return None
     try:
         import ctypes
 
-        get_active = ctypes.CDLL(None).GetActiveSnapshot
+        server = ctypes.CDLL(None)
+        functions = server.ActiveSnapshotSet, server.GetActiveSnapshot
     except Exception:
         return None
-    return SnapshotReader(get_active)
+    return SnapshotReader(*functions)
 
 
 class SnapshotReader:
     """The server's GetActiveSnapshot, called through ctypes: the running statement's snapshot
-    as (xmin, xmax, sorted in-progress xids), what pg_current_snapshot() shows (in 32 bits),
-    without the 10 to 15 µs of a query per statement.
+    as (xmin, xmax, sorted in-progress xids), in 32 bits, what pg_current_snapshot() shows
+    (which also drops the duplicate a prepared transaction briefly leaves), without a query:
+    14 µs of server CPU per statement (docs/benchmarks.md).
 
     What it reads is the leading fields of SnapshotData (utils/snapshot.h), laid out alike in
     PostgreSQL 12 to 18. Following a pointer of another layout could crash the backend, so
-    Runtime checks ``header()``, which reads the struct's scalars and follows no pointer,
-    against pg_current_snapshot() before it ever calls the reader, once per connection."""
+    Runtime uses it only on those versions, and only after ``header()``, which reads the
+    struct's scalars and follows no pointer, and then the whole reading have agreed with
+    pg_current_snapshot() (Runtime._verify_snapshot)."""
 
     MAX_IN_PROGRESS = 1 << 20  # more xids than any server runs at once: not a snapshot's count
 
-    def __init__(self, get_active: Any) -> None:
+    def __init__(self, is_set: Any, get_active: Any) -> None:
         import ctypes
 
         class SnapshotData(ctypes.Structure):
-            _fields_ = [
-                ("snapshot_type", ctypes.c_int),  # SNAPSHOT_MVCC is 0
-                ("xmin", ctypes.c_uint32),
+            _fields_ = [  # utils/snapshot.h, PostgreSQL 12 to 18
+                ("snapshot_type", ctypes.c_int),  # SnapshotType; SNAPSHOT_MVCC is 0
+                ("xmin", ctypes.c_uint32),  # TransactionId
                 ("xmax", ctypes.c_uint32),
-                ("xip", ctypes.POINTER(ctypes.c_uint32)),
+                ("xip", ctypes.POINTER(ctypes.c_uint32)),  # the in-progress xids
                 ("xcnt", ctypes.c_uint32),
                 ("subxip", ctypes.POINTER(ctypes.c_uint32)),
                 ("subxcnt", ctypes.c_int32),
@@ -1169,17 +1192,20 @@ class SnapshotReader:
                 ("taken_during_recovery", ctypes.c_bool),
             ]
 
+        is_set.argtypes = []
+        is_set.restype = ctypes.c_bool
         get_active.argtypes = []
         get_active.restype = ctypes.POINTER(SnapshotData)
+        self._is_set = is_set
         self._get_active = get_active
 
     def _active(self) -> Any:
-        """The active snapshot's struct, or None where there is none, or it is not an MVCC
+        """The active snapshot's struct; None where no snapshot is active (GetActiveSnapshot
+        itself would then crash, so ActiveSnapshotSet asks first), or it is not an MVCC
         snapshot, or it was taken during recovery (the caller then reads the state again)."""
-        pointer = self._get_active()
-        if not pointer:
+        if not self._is_set():
             return None
-        snapshot = pointer.contents
+        snapshot = self._get_active().contents
         if snapshot.snapshot_type != 0 or snapshot.taken_during_recovery:
             return None
         if snapshot.xcnt > self.MAX_IN_PROGRESS:

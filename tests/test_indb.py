@@ -402,7 +402,7 @@ def reads(conn) -> int:
     return int(conn.execute("SELECT pg_temp.scorekit_reads()").fetchone()[0])
 
 
-@pytest.mark.parametrize("snapshot", ["server", "query"])
+@pytest.mark.parametrize("snapshot", ["ctypes", "query"])
 def test_a_transaction_keeps_the_state_until_something_changes(
     conn, db, published, data_dir, table, snapshot
 ) -> None:
@@ -472,33 +472,65 @@ def test_a_transaction_keeps_the_state_until_something_changes(
         _remove_version(conn, name, second)
 
 
-def use_snapshot(conn, snapshot: str) -> None:
-    """'server': check that the connection reads statements' snapshots through ctypes;
-    'query': make it ask pg_current_snapshot() instead, as where ctypes can't."""
+def snapshot_mode(conn, force: str | None = None) -> str:
+    """How the connection reads statements' snapshots: 'ctypes' (a verified SnapshotReader),
+    'unverified' (the query, the reader still to be checked) or 'query'. ``force``: 'query'
+    drops the reader, as where ctypes can't find the function; 'ctypes' checks it now (against
+    a pg_current_snapshot() of its own, as a refresh would)."""
     conn.execute(
-        f"""DO LANGUAGE plpython3u $$
+        """CREATE OR REPLACE FUNCTION pg_temp.scorekit_snapshot_mode(force text) RETURNS text
+        LANGUAGE plpython3u AS $$
         if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
-        if {snapshot == "query"}:
-            GD["scorekit"]._snapshot = None
-        elif GD["scorekit"]._snapshot is None:
-            plpy.error("no snapshot reader in this server")
+        runtime = GD["scorekit"]
+        if force == "query":
+            runtime._snapshot = runtime._snapshot_candidate = None
+        elif force == "ctypes" and runtime._snapshot_candidate is not None:
+            shown = plpy.execute("SELECT pg_catalog.pg_current_snapshot()::text AS s")
+            runtime._verify_snapshot(shown[0]["s"])
+        if runtime._snapshot is not None:
+            return "ctypes"
+        return "unverified" if runtime._snapshot_candidate is not None else "query"
         $$"""
     )
+    return str(conn.execute("SELECT pg_temp.scorekit_snapshot_mode(%s)", [force]).fetchone()[0])
+
+
+def use_snapshot(conn, snapshot: str) -> None:
+    """'ctypes': make the connection read statements' snapshots through ctypes (checked first;
+    a transaction ending between the reading and the query makes the check try again);
+    'query': make it ask pg_current_snapshot() instead, as where ctypes can't."""
+    for _ in range(10):
+        if snapshot_mode(conn, snapshot) == snapshot:
+            return
+    pytest.fail(f"this server's snapshots could not be read by {snapshot!r}")
+
+
+def test_the_snapshot_reader_is_checked_by_the_first_reads(db, published, table) -> None:
+    """A new connection reads snapshots with the query until a refresh has seen the ctypes
+    reading agree with pg_current_snapshot(); from then on through ctypes."""
+    name, _ = published["audit"]
+    _db.attach(table, name, dsn=db)
+    insert = f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})"
+    with psycopg.connect(db, autocommit=True) as fresh:
+        assert snapshot_mode(fresh) == "unverified"
+        for _ in range(10):  # each autocommit INSERT reads, and so checks, until one agrees
+            fresh.execute(insert)
+            if snapshot_mode(fresh) == "ctypes":
+                break
+        assert snapshot_mode(fresh) == "ctypes"
 
 
 def test_a_snapshot_reading_that_disagrees_with_the_server_is_not_used(conn) -> None:
-    """The ctypes reading of the active snapshot is checked against pg_current_snapshot() when
-    a connection boots: one that reads another layout (as a future server's might) is dropped
-    without following its pointers, and the runtime asks with the query."""
+    """A ctypes reading of another layout (as a future server's might be) is never used, nor
+    are its pointers followed: the runtime keeps asking with the query, and stops trying after
+    SNAPSHOT_TRIES disagreements. Nor is a server of an unknown version read at all."""
     notices: list[str] = []
     conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
     conn.execute(
         """DO LANGUAGE plpython3u $$
         if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
         from scorekit import _plpython
-        active_snapshot = _plpython.active_snapshot
-        xmin, xmax, count = active_snapshot().header()
-        right = _plpython.Runtime(plpy, GD)
+        xmin, xmax, count = _plpython.active_snapshot(150000).header()
 
         class OtherLayout:
             def header(self):
@@ -507,15 +539,16 @@ def test_a_snapshot_reading_that_disagrees_with_the_server_is_not_used(conn) -> 
             def __call__(self):
                 plpy.error("followed a pointer of a layout that disagrees")
 
-        _plpython.active_snapshot = OtherLayout
-        try:
-            wrong = _plpython.Runtime(plpy, GD)
-        finally:
-            _plpython.active_snapshot = active_snapshot
-        plpy.notice(f"{right._snapshot is not None} {wrong._snapshot is None}")
+        runtime = _plpython.Runtime(plpy, GD)
+        runtime._snapshot_candidate = OtherLayout()
+        shown = plpy.execute("SELECT pg_catalog.pg_current_snapshot()::text AS s")[0]["s"]
+        for _ in range(_plpython.SNAPSHOT_TRIES):
+            runtime._verify_snapshot(shown)
+        unknown = _plpython.active_snapshot(190000)
+        plpy.notice(f"{runtime._snapshot} {runtime._snapshot_candidate} {unknown}")
         $$"""
     )
-    assert notices == ["True True"]
+    assert notices == ["None None None"]
 
 
 def test_without_the_counting_trigger_every_statement_reads(db, published, table) -> None:
