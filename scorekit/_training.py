@@ -16,7 +16,6 @@ import platform
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +245,8 @@ def holdout_metrics(pipeline: Any, x: Any, y: np.ndarray, task: str) -> dict[str
 
 
 def library_versions() -> dict[str, str]:
+    from importlib import metadata  # 12 ms at import: only training needs it
+
     versions = {"python": platform.python_version()}
     for package in ("scikit-learn", "numpy", "sklearn2pmml", "pandas", "joblib"):
         versions[package] = metadata.version(package)
