@@ -138,6 +138,18 @@ def site_packages() -> str:
     return sysconfig.get_paths()["purelib"]
 
 
+def byte_compile() -> bool:
+    """Write the bytecode of scorekit's own modules (their __pycache__), as pip does for the
+    packages it installs but not for an editable install: the server's OS user may not write
+    it, and each new connection would then compile scorekit from source, which measured 50 to
+    90 ms of a first prediction's 0.2 to 0.3 s (docs/benchmarks.md). False where it can't be
+    written here."""
+    import compileall
+
+    package = Path(__file__).resolve().parent
+    return bool(compileall.compile_dir(package, quiet=2))
+
+
 MIN_SERVER_VERSION = 130000  # server_version_num of PostgreSQL 13
 
 
@@ -178,6 +190,7 @@ def install(dsn: str | None = None) -> str:
             "installed_by = current_user",
             [path, __version__],
         )
+        compiled = byte_compile()
         conn.execute(
             "CREATE FUNCTION pg_temp.scorekit_probe() RETURNS text LANGUAGE plpython3u AS $$\n"
             "try:\n"
@@ -197,7 +210,14 @@ def install(dsn: str | None = None) -> str:
                 "/usr/bin/python3)"
             )
     where = dsn or database_url()
-    return f"installed scorekit {__version__} into {where}; PL/Python imports from {path}"
+    done = f"installed scorekit {__version__} into {where}; PL/Python imports from {path}"
+    if not compiled:
+        done += (
+            f" (but its bytecode could not be written under {Path(__file__).resolve().parent}, "
+            "so each new connection compiles scorekit from source: run scorekit db install as "
+            "a user who may write there)"
+        )
+    return done
 
 
 def uninstall(dsn: str | None = None) -> str:

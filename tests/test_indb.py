@@ -8,6 +8,7 @@ and checks what the database writes against the Python engine, row by row, to 1e
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -177,7 +178,15 @@ def assert_scored(conn, table: str, want: Any, version: int) -> None:
 # --- install ----------------------------------------------------------------------------------
 def test_install_is_idempotent_and_keeps_models(db: str, published) -> None:
     message = _db.install(db)
-    assert "PL/Python imports from" in message
+    assert "PL/Python imports from" in message and "bytecode" not in message
+    # the server's connections load scorekit's bytecode instead of compiling its sources
+    package = Path(scorekit.__file__).parent
+    for module in package.rglob("*.py"):
+        header = Path(importlib.util.cache_from_source(str(module))).read_bytes()[:16]
+        # what the import system checks: the source's mtime and size, as the bytecode recorded
+        source = module.stat()
+        assert int.from_bytes(header[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
+        assert int.from_bytes(header[12:16], "little") == source.st_size & 0xFFFFFFFF
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM scorekit.models").fetchone()[0] >= 2
 
