@@ -141,8 +141,8 @@ def site_packages() -> str:
 def byte_compile() -> bool:
     """Write the bytecode of scorekit's own modules (their __pycache__), as pip does for the
     packages it installs but not for an editable install: the server's OS user may not write
-    it, and each new connection would then compile scorekit from source, which measured 50 to
-    90 ms of a first prediction's 0.2 to 0.3 s (docs/benchmarks.md). False where it can't be
+    it, and each new connection would then compile scorekit from source, which measured 60 to
+    80 ms of a first prediction's 0.2 to 0.3 s (docs/benchmarks.md). False where it can't be
     written here."""
     import compileall
 
