@@ -138,16 +138,32 @@ def site_packages() -> str:
     return sysconfig.get_paths()["purelib"]
 
 
-def byte_compile() -> bool:
-    """Write the bytecode of scorekit's own modules (their __pycache__), as pip does for the
-    packages it installs but not for an editable install: the server's OS user may not write
-    it, and each new connection would then compile scorekit from source, which measured 60 to
-    80 ms of a first prediction's 0.2 to 0.3 s (docs/benchmarks.md). False where it can't be
-    written here."""
-    import compileall
+PACKAGE_DIR = Path(__file__).resolve().parent
 
-    package = Path(__file__).resolve().parent
-    return bool(compileall.compile_dir(package, quiet=2))
+
+def byte_compile(package: Path = PACKAGE_DIR) -> bool:
+    """Write the bytecode of scorekit's own modules into each one's __pycache__, as pip does
+    for the packages it installs but not for an editable install. The server's OS user may not
+    write it, and each new connection would then compile scorekit from source, which measured
+    60 to 80 ms of a first prediction's 0.2 to 0.3 s (docs/benchmarks.md). Written where the
+    server looks (whatever this interpreter's PYTHONPYCACHEPREFIX or -O), checked by source
+    timestamp. False where it can't be written here."""
+    import py_compile
+    import sys
+
+    tag = sys.implementation.cache_tag
+    try:
+        for source in sorted(package.rglob("*.py")):
+            py_compile.compile(
+                str(source),
+                cfile=str(source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"),
+                doraise=True,
+                optimize=0,
+                invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+            )
+    except (OSError, py_compile.PyCompileError):
+        return False
+    return True
 
 
 MIN_SERVER_VERSION = 130000  # server_version_num of PostgreSQL 13
@@ -213,7 +229,7 @@ def install(dsn: str | None = None) -> str:
     done = f"installed scorekit {__version__} into {where}; PL/Python imports from {path}"
     if not compiled:
         done += (
-            f" (but its bytecode could not be written under {Path(__file__).resolve().parent}, "
+            f" (but its bytecode could not be written under {PACKAGE_DIR}, "
             "so each new connection compiles scorekit from source: run scorekit db install as "
             "a user who may write there)"
         )

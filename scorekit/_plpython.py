@@ -66,7 +66,9 @@ ROW_TRIGGER = "scorekit_row"  # BEFORE INSERT OR UPDATE ... FOR EACH ROW: score 
 INSERTED_TRIGGER = "scorekit_inserted"  # AFTER INSERT ... FOR EACH STATEMENT: score the statement
 TRANSITION_TABLE = "scorekit_new"
 
-SNAPSHOT_TRIES = 20  # refreshes that may check the SnapshotReader before the query is kept
+SNAPSHOT_TRIES = 20  # disagreements of a SnapshotReader before the query is kept for good
+# (xmin, xmax, the sorted in-progress xids), in 32 bits: a snapshot as a SnapshotReader reads it
+Snapshot = tuple[int, int, tuple[int, ...]]
 # PostgreSQL versions (server_version_num) whose SnapshotData starts as SnapshotReader reads it
 SNAPSHOT_LAYOUT_VERSIONS = range(120000, 190000)
 
@@ -93,10 +95,10 @@ class TableScoring:
     types: dict[str, Column]  # the table's columns
     statement: object = None  # the statement this state serves, as Runtime keys statements
     xact_start: int | None = None  # the start of the transaction that read it (with the clock)
-    # The snapshot the state was read under (pg_current_snapshot()'s text, or what
-    # active_snapshot() reads), if later statements of its transaction may keep the state while
-    # the snapshot stays the same (None: read it again for the next one).
-    snapshot: object = None
+    # The snapshot the state was read under (pg_current_snapshot()'s text, or a SnapshotReader's
+    # reading), if later statements of its transaction may keep the state while the snapshot
+    # stays the same (None: read it again for the next one).
+    snapshot: str | Snapshot | None = None
     rows: int = 0  # rows seen by the row trigger in this statement, for messages
     # the prepared UPDATEs that write scores back by primary key, by the output (if any) that
     # the UPDATE computes as 1 - another (see Runtime._write_back)
@@ -165,8 +167,8 @@ class Runtime:
         # How a kept state's snapshot is read: through ctypes once _verify_snapshot has seen
         # that reading agree with pg_current_snapshot(); until then, and where it never does,
         # with that query (see _unchanged).
-        self._snapshot: SnapshotReader | None = None
-        self._snapshot_candidate = active_snapshot(self._server_version())
+        self._snapshot_reader: SnapshotReader | None = None
+        self._unverified_reader = snapshot_reader(self._server_version())
         self._snapshot_tries = 0
         # PL/Python's GD, where scorekit._changed() counts this connection's changes to
         # scorekit.deployments and scorekit.attachments; None where that trigger is not
@@ -193,24 +195,31 @@ class Runtime:
         rows = self._query("SELECT pg_catalog.current_setting('server_version_num') AS v")
         return int(rows[0]["v"])
 
-    def _verify_snapshot(self, shown: str) -> None:
+    def _verify_snapshot(self, shown: str) -> Snapshot | None:
         """Read snapshots through the SnapshotReader from now on if its reading agrees with
-        ``shown``, pg_current_snapshot()'s text that a refresh just read: first the struct's
-        scalars, and only when they agree its list of xids, which takes following a pointer.
-        The refresh's query may run under a later snapshot than the statement's, where a
-        transaction ended in between: then a later refresh tries again, SNAPSHOT_TRIES times in
-        all, before the query is kept for good."""
-        reader = self._snapshot_candidate
+        ``shown``, pg_current_snapshot()'s text that a refresh just read, and return that
+        reading; None otherwise. The struct's scalars are compared first, and only when they
+        agree its list of xids, which takes following a pointer. The refresh's query may run
+        under a later snapshot than the statement's, where a transaction ended in between: a
+        reading that is older in that way is tried again at the next refresh, any other
+        disagreement counts, and after SNAPSHOT_TRIES of those the query is kept for good."""
+        reader = self._unverified_reader
         assert reader is not None
         xmin, xmax, listed = shown.split(":")
         in_progress = tuple(sorted(int(xid) & 0xFFFFFFFF for xid in listed.split(",") if xid))
         low = (int(xmin) & 0xFFFFFFFF, int(xmax) & 0xFFFFFFFF)
-        if reader.header() == (*low, len(in_progress)) and reader() == (*low, in_progress):
-            self._snapshot, self._snapshot_candidate = reader, None
-            return
+        header = reader.header()
+        if header == (*low, len(in_progress)):
+            reading = reader()
+            if reading == (*low, in_progress):
+                self._snapshot_reader, self._unverified_reader = reader, None
+                return reading
+        elif header is not None and header[0] <= low[0] and header[1] <= low[1]:
+            return None  # older, as the statement's snapshot may be: try again later
         self._snapshot_tries += 1
         if self._snapshot_tries >= SNAPSHOT_TRIES:
-            self._snapshot_candidate = None
+            self._unverified_reader = None
+        return None
 
     def _changes_counted(self) -> bool:
         """Whether scorekit._changed() counts this connection's changes to the deployments and
@@ -642,7 +651,7 @@ class Runtime:
             return state
         return self.refresh(oid, table)
 
-    def _unchanged(self, snapshot: object, xact_start: int) -> bool:
+    def _unchanged(self, snapshot: str | Snapshot, xact_start: int) -> bool:
         """Whether what a statement of this transaction read under ``snapshot`` still holds: no
         other transaction has ended since (a commit changes the server's snapshot: its xid
         leaves the in-progress list, or the snapshot's xmax moves past it), and this connection,
@@ -651,7 +660,7 @@ class Runtime:
         unavailable, with a query that reads no table."""
         if self._changed_in_transaction(xact_start):
             return False
-        reader = self._snapshot
+        reader = self._snapshot_reader
         if reader is not None:
             if not isinstance(snapshot, tuple):
                 return False  # read by the query, before the reader was verified
@@ -680,12 +689,12 @@ class Runtime:
         gives the table's name for messages."""
         clock = self._statement_clock
         # the statement's snapshot, as _unchanged reads it later (the query's own is no older)
-        snapshot = self._snapshot() if self._snapshot is not None else None
+        snapshot = self._snapshot_reader() if self._snapshot_reader is not None else None
         self.reads += 1
         rows = self._query(
             # xmin changes with every change of the attachment's row, however it was made.
             "SELECT a.xmin::text AS token, "
-            + (f"{_SNAPSHOT} AS snapshot, " if self._snapshot is None else "")
+            + (f"{_SNAPSHOT} AS snapshot, " if self._snapshot_reader is None else "")
             # The champion inline: a call to scorekit.champion() would be planned anew in each
             # statement, which costs more than the rest of the trigger for a one-row INSERT.
             + "coalesce(a.pinned_version, (SELECT d.version FROM scorekit.deployments d "
@@ -725,10 +734,10 @@ class Runtime:
         # rollback.
         reusable = clock is not None and self._gd is not None
         state.xact_start = statement[1] if reusable else None
-        if self._snapshot is None:
+        if self._snapshot_reader is None:
             snapshot = row["snapshot"]
-            if self._snapshot_candidate is not None:
-                self._verify_snapshot(snapshot)
+            if self._unverified_reader is not None:
+                snapshot = self._verify_snapshot(snapshot) or snapshot
         state.snapshot = (
             snapshot if reusable and not self._changed_in_transaction(statement[1]) else None
         )
@@ -1097,7 +1106,9 @@ class Runtime:
 # --- helpers -------------------------------------------------------------------------------------
 _INTEGERS = re.compile(r"-?[0-9]+(?:,-?[0-9]+)*")
 _FLOAT8 = "double precision"
-_SNAPSHOT = "pg_catalog.pg_current_snapshot()::text"  # what a kept table state is checked against
+# What a kept table state is checked against where no SnapshotReader is verified, and what a
+# reader is verified against.
+_SNAPSHOT = "pg_catalog.pg_current_snapshot()::text"
 
 
 def _one_minus(scores: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -1146,7 +1157,7 @@ def statement_clock() -> Callable[[], tuple[int, int]] | None:
     return clock
 
 
-def active_snapshot(server_version: int) -> SnapshotReader | None:
+def snapshot_reader(server_version: int) -> SnapshotReader | None:
     """A SnapshotReader of this server; None where GetActiveSnapshot can't be found (not in a
     PostgreSQL backend, or no dlopen(NULL) on this platform) or the server's version is not one
     whose snapshot struct it knows."""
@@ -1164,9 +1175,9 @@ def active_snapshot(server_version: int) -> SnapshotReader | None:
 
 class SnapshotReader:
     """The server's GetActiveSnapshot, called through ctypes: the running statement's snapshot
-    as (xmin, xmax, sorted in-progress xids), in 32 bits, what pg_current_snapshot() shows
-    (which also drops the duplicate a prepared transaction briefly leaves), without a query:
-    14 µs of server CPU per statement (docs/benchmarks.md).
+    as a Snapshot, what pg_current_snapshot() shows (except where a prepared transaction
+    briefly leaves an xid twice in the list, which pg_current_snapshot() shows once), without
+    the query, which costs 8 to 29 µs of server CPU per statement (docs/benchmarks.md).
 
     What it reads is the leading fields of SnapshotData (utils/snapshot.h), laid out alike in
     PostgreSQL 12 to 18. Following a pointer of another layout could crash the backend, so
@@ -1217,7 +1228,7 @@ class SnapshotReader:
         snapshot = self._active()
         return None if snapshot is None else (snapshot.xmin, snapshot.xmax, snapshot.xcnt)
 
-    def __call__(self) -> tuple[int, int, tuple[int, ...]] | None:
+    def __call__(self) -> Snapshot | None:
         snapshot = self._active()
         if snapshot is None:
             return None

@@ -12,6 +12,8 @@ import importlib.util
 import io
 import json
 import os
+import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,16 +181,30 @@ def assert_scored(conn, table: str, want: Any, version: int) -> None:
 def test_install_is_idempotent_and_keeps_models(db: str, published) -> None:
     message = _db.install(db)
     assert "PL/Python imports from" in message and "bytecode" not in message
-    # the server's connections load scorekit's bytecode instead of compiling its sources
-    package = Path(scorekit.__file__).parent
-    for module in package.rglob("*.py"):
-        header = Path(importlib.util.cache_from_source(str(module))).read_bytes()[:16]
-        # what the import system checks: the source's mtime and size, as the bytecode recorded
-        source = module.stat()
-        assert int.from_bytes(header[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
-        assert int.from_bytes(header[12:16], "little") == source.st_size & 0xFFFFFFFF
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM scorekit.models").fetchone()[0] >= 2
+
+
+def test_install_writes_the_bytecode_the_server_loads(tmp_path: Path) -> None:
+    """What db install writes so that the server's connections load scorekit's bytecode rather
+    than compile its sources (the server's OS user can't write it): a pyc beside each module,
+    which the import system accepts for that source (magic number, timestamp-checked, the
+    source's mtime and size), even where this process writes no bytecode of its own."""
+    package = tmp_path / "scorekit"
+    shutil.copytree(
+        Path(scorekit.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    assert _db.byte_compile(package)
+    modules = sorted(package.rglob("*.py"))
+    assert len(modules) > 30
+    for module in modules:
+        cached = module.parent / "__pycache__" / f"{module.stem}.{sys.implementation.cache_tag}.pyc"
+        header = cached.read_bytes()[:16]
+        source = module.stat()
+        assert header[:4] == importlib.util.MAGIC_NUMBER, module
+        assert header[4:8] == bytes(4), module  # flags 0: checked by timestamp
+        assert int.from_bytes(header[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
+        assert int.from_bytes(header[12:16], "little") == source.st_size & 0xFFFFFFFF
 
 
 def test_install_needs_a_superuser(db: str) -> None:
@@ -492,13 +508,13 @@ def snapshot_mode(conn, force: str | None = None) -> str:
         if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
         runtime = GD["scorekit"]
         if force == "query":
-            runtime._snapshot = runtime._snapshot_candidate = None
-        elif force == "ctypes" and runtime._snapshot_candidate is not None:
+            runtime._snapshot_reader = runtime._unverified_reader = None
+        elif force == "ctypes" and runtime._unverified_reader is not None:
             shown = plpy.execute("SELECT pg_catalog.pg_current_snapshot()::text AS s")
             runtime._verify_snapshot(shown[0]["s"])
-        if runtime._snapshot is not None:
+        if runtime._snapshot_reader is not None:
             return "ctypes"
-        return "unverified" if runtime._snapshot_candidate is not None else "query"
+        return "unverified" if runtime._unverified_reader is not None else "query"
         $$"""
     )
     return str(conn.execute("SELECT pg_temp.scorekit_snapshot_mode(%s)", [force]).fetchone()[0])
@@ -509,8 +525,11 @@ def use_snapshot(conn, snapshot: str) -> None:
     a transaction ending between the reading and the query makes the check try again);
     'query': make it ask pg_current_snapshot() instead, as where ctypes can't."""
     for _ in range(10):
-        if snapshot_mode(conn, snapshot) == snapshot:
+        mode = snapshot_mode(conn, snapshot)
+        if mode == snapshot:
             return
+        if mode == "query":
+            pytest.skip("this server has no snapshot reader (another version or no ctypes)")
     pytest.fail(f"this server's snapshots could not be read by {snapshot!r}")
 
 
@@ -531,15 +550,20 @@ def test_the_snapshot_reader_is_checked_by_the_first_reads(db, published, table)
 
 def test_a_snapshot_reading_that_disagrees_with_the_server_is_not_used(conn) -> None:
     """A ctypes reading of another layout (as a future server's might be) is never used, nor
-    are its pointers followed: the runtime keeps asking with the query, and stops trying after
-    SNAPSHOT_TRIES disagreements. Nor is a server of an unknown version read at all."""
+    is its list of xids read through its pointer unless its scalars agree: the runtime keeps
+    asking with the query, and stops trying after SNAPSHOT_TRIES disagreements. A reading older
+    than the query's, as the statement's snapshot may be when a transaction ends in between,
+    counts as none. A server of a version whose layout is not known is not read at all."""
     notices: list[str] = []
     conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
     conn.execute(
         """DO LANGUAGE plpython3u $$
         if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
         from scorekit import _plpython
-        xmin, xmax, count = _plpython.active_snapshot(150000).header()
+        shown = plpy.execute("SELECT pg_catalog.pg_current_snapshot()::text AS s")[0]["s"]
+        xmin, xmax, listed = shown.split(":")
+        xmin, xmax = int(xmin) & 0xFFFFFFFF, int(xmax) & 0xFFFFFFFF
+        count = len([x for x in listed.split(",") if x])
 
         class OtherLayout:
             def header(self):
@@ -548,16 +572,36 @@ def test_a_snapshot_reading_that_disagrees_with_the_server_is_not_used(conn) -> 
             def __call__(self):
                 plpy.error("followed a pointer of a layout that disagrees")
 
-        runtime = _plpython.Runtime(plpy, GD)
-        runtime._snapshot_candidate = OtherLayout()
-        shown = plpy.execute("SELECT pg_catalog.pg_current_snapshot()::text AS s")[0]["s"]
-        for _ in range(_plpython.SNAPSHOT_TRIES):
+        class OtherList(OtherLayout):
+            def header(self):
+                return xmin, xmax, count
+
+            def __call__(self):
+                return xmin, xmax, (xmax + 7,) * (count + 1)  # an xid list of its own
+
+        class Older(OtherLayout):
+            def header(self):
+                return xmin - 1, xmax - 1, count
+
+        found = []
+        for reader in (OtherLayout(), OtherList()):
+            runtime = _plpython.Runtime(plpy, GD)
+            runtime._unverified_reader = reader
+            for _ in range(_plpython.SNAPSHOT_TRIES - 1):
+                runtime._verify_snapshot(shown)
+            found.append(runtime._unverified_reader is reader)  # still trying
             runtime._verify_snapshot(shown)
-        unknown = _plpython.active_snapshot(190000)
-        plpy.notice(f"{runtime._snapshot} {runtime._snapshot_candidate} {unknown}")
+            found.append((runtime._snapshot_reader, runtime._unverified_reader))
+        runtime = _plpython.Runtime(plpy, GD)
+        runtime._unverified_reader = older = Older()
+        for _ in range(_plpython.SNAPSHOT_TRIES + 1):
+            runtime._verify_snapshot(shown)
+        found.append(runtime._unverified_reader is older and runtime._snapshot_reader is None)
+        found.append(_plpython.snapshot_reader(190000))
+        plpy.notice(repr(found))
         $$"""
     )
-    assert notices == ["None None None"]
+    assert notices == ["[True, (None, None), True, (None, None), True, None]"]
 
 
 def test_without_the_counting_trigger_every_statement_reads(db, published, table) -> None:
