@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from ._bundle import PICKLE_FILE, PMML_FILE
+from ._bytecode import write_bytecode
 from ._config import database_url
 from ._errors import (
     EngineUnavailableError,
@@ -142,26 +143,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def byte_compile(package: Path = PACKAGE_DIR) -> bool:
-    """Write the bytecode of scorekit's own modules into each one's __pycache__, as pip does
-    for the packages it installs but not for an editable install. The server's OS user may not
-    write it, and each new connection would then compile scorekit from source, which measured
-    60 to 80 ms of a first prediction's 0.2 to 0.3 s (docs/benchmarks.md). Written where the
-    server looks (whatever this interpreter's PYTHONPYCACHEPREFIX or -O), checked by source
-    timestamp. False where it can't be written here."""
-    import py_compile
-    import sys
-
-    tag = sys.implementation.cache_tag
+    """Write the bytecode of scorekit's own modules, as pip does for the packages it installs
+    but not for an editable install. The server's OS user may not write it, and each new
+    connection would then compile scorekit from source, which measured 60 to 80 ms of a first
+    prediction's 0.2 to 0.3 s (docs/benchmarks.md). False where it can't be written here."""
     try:
-        for source in sorted(package.rglob("*.py")):
-            py_compile.compile(
-                str(source),
-                cfile=str(source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"),
-                doraise=True,
-                optimize=0,
-                invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
-            )
-    except (OSError, py_compile.PyCompileError):
+        write_bytecode(package)
+    except OSError:
         return False
     return True
 

@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ._bundle import MANIFEST_FILE, PICKLE_FILE, PMML_FILE
+from ._bytecode import write_bytecode
 from ._errors import UsageError
 from ._loading import looks_like_path, parse_ref
 from ._store import ModelStore, open_store
@@ -140,6 +141,22 @@ def _size(directory: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
+def _bytecode(root: Path) -> list[str]:
+    """Write the package's bytecode (scorekit, the adapter, the libraries), which a function
+    can't write on its read-only file system: without it each cold start compiles them all from
+    source (docs/deploy.md has the figures). Unchecked, since the zip and its extraction move
+    the files' mtimes. It must come from the platform's Python version: a note where this one
+    differs."""
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if here != PYTHON:
+        return [
+            f"note: no bytecode in the package: this Python is {here} and the platform's "
+            f"{PYTHON}, so each cold start compiles the modules from source"
+        ]
+    write_bytecode(root, unchecked=True)
+    return []
+
+
 def _refuse_if_over(what: str, size: int, limit: int, hint: str) -> None:
     if size > limit:
         raise UsageError(
@@ -161,6 +178,7 @@ def package_lambda(
         (root / "functions").mkdir()
         shutil.copy2(ROOT / "functions" / "aws_lambda.py", root / "functions" / "aws_lambda.py")
         _pip_install(root, requirements, LAMBDA_PLATFORMS)
+        notes = _bytecode(root)
         files, unzipped = _size(root)
         _refuse_if_over(
             "Lambda package, unzipped", unzipped, LAMBDA_UNZIPPED_LIMIT,
@@ -177,7 +195,6 @@ def package_lambda(
                     archive.writestr(entry, f.read(), compresslevel=9)
         zipped = partial.stat().st_size
         os.replace(partial, output)
-    notes = []
     if zipped > LAMBDA_DIRECT_UPLOAD_LIMIT:
         notes.append(
             f"note: over {LAMBDA_DIRECT_UPLOAD_LIMIT // MIB} MiB zipped, so it can't be uploaded "
@@ -207,6 +224,7 @@ def package_azure(
         site.mkdir(parents=True)
         requirements = [*AZURE_REQUIREMENTS, *_extra_requirements(extras, "azure")]
         _pip_install(site, requirements, AZURE_PLATFORMS)
+        notes = _bytecode(root)
         (root / "requirements.txt").write_text(
             "# What .python_packages holds (scorekit package azure); the worker provides "
             "azure-functions.\n" + "\n".join(requirements) + "\n"
@@ -217,4 +235,4 @@ def package_azure(
         if output.exists():
             output.rmdir()
         shutil.move(str(root), output)
-    return PackageReport(output, files, size, None, model)
+    return PackageReport(output, files, size, None, model, notes)

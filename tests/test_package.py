@@ -6,6 +6,7 @@ printed in the test output."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -64,6 +65,26 @@ def assert_wheels_fit(site: Path, glibc_minor: int) -> None:
         assert platform == "manylinux2014_x86_64" or (found and int(found[1]) <= glibc_minor), tag
 
 
+def assert_bytecode(root: Path, packages: list[str]) -> None:
+    """Every module of ``packages`` has its bytecode beside it for the platform's Python (the
+    function can't write it on its read-only file system), unchecked: valid whatever mtimes
+    the zip and its extraction leave."""
+    for package in packages:
+        modules = sorted((root / package).rglob("*.py"))
+        assert modules, package
+        missing = []
+        for module in modules:
+            cached = module.parent / "__pycache__" / f"{module.stem}.cpython-311.pyc"
+            if not cached.exists():
+                missing.append(module)
+                continue
+            header = cached.read_bytes()[:8]
+            assert header[:4] == importlib.util.MAGIC_NUMBER, cached
+            assert int.from_bytes(header[4:8], "little") == 0b01, cached  # hash-based, unchecked
+        # a library's sources that don't compile (templates) are left to the import system
+        assert len(missing) <= len(modules) // 50, missing[:5]
+
+
 def expected_probability(session_store: Any, model: scorekit.Manifest) -> float:
     loaded = scorekit.load_model(model.ref, store=session_store)
     return float(loaded.predict_one(RECORD)["probability(1)"])
@@ -85,6 +106,7 @@ def test_lambda_zip_scores_in_a_fresh_virtualenv(
         names = archive.namelist()
     assert not [n for n in names if n.split("/")[0] in HEAVY]
     assert_wheels_fit(task, glibc_minor=26)  # Amazon Linux 2, the python3.11 runtime's OS
+    assert_bytecode(task, ["scorekit", "functions", "numpy"])
     event = {
         "version": "2.0",
         "rawPath": f"/api/models/{model.name}/predict",
@@ -124,6 +146,8 @@ def test_azure_folder_scores_with_only_its_contents(
     site = app / ".python_packages" / "lib" / "site-packages"
     assert (site / "numpy").is_dir() and not [p for p in HEAVY if (site / p).exists()]
     assert_wheels_fit(site, glibc_minor=31)  # Debian 11, Azure's Python 3.11 image
+    assert_bytecode(app, ["scorekit", "functions"])
+    assert_bytecode(site, ["numpy"])
     assert "numpy==" in (app / "requirements.txt").read_text()
     worker = tmp_path / "worker"  # what the Functions Python worker brings: azure-functions
     _pip_install(worker, ["azure-functions==1.26.0"], AZURE_PLATFORMS)
