@@ -9,21 +9,20 @@ import sys
 from pathlib import Path
 
 
-def write_bytecode(root: Path, unchecked: bool = False) -> int:
+def write_bytecode(root: Path, unchecked: bool = False) -> None:
     """Compile every module under ``root`` into the __pycache__ beside it, where the import
     system looks whatever this interpreter's PYTHONPYCACHEPREFIX or -O, for this interpreter's
     version. Checked against the source's mtime and size by default, as pip writes it;
     ``unchecked``: never checked against the source, so valid however the files' mtimes move
     (zips and their extraction change them), for a package that is built once and not edited.
     Sources that don't compile, as in some libraries' templates, are left to the import system.
-    Returns the number written; raises OSError where it can't write."""
+    Raises OSError where it can't write."""
     mode = (
         py_compile.PycInvalidationMode.UNCHECKED_HASH
         if unchecked
         else py_compile.PycInvalidationMode.TIMESTAMP
     )
     tag = sys.implementation.cache_tag
-    written = 0
     for source in sorted(root.rglob("*.py")):
         try:
             py_compile.compile(
@@ -35,5 +34,3 @@ def write_bytecode(root: Path, unchecked: bool = False) -> int:
             )
         except py_compile.PyCompileError:
             continue
-        written += 1
-    return written
