@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from ._errors import InputError, Problem
 from ._manifest import Manifest
 from ._output import PREDICTION, Scores, output_columns
 from ._schema import MAX_DETAILS, Batch, invalid_input_error
-from ._scorer import Scorer
+from ._scorer import OneAnswer, Scorer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,12 +131,12 @@ class Model:
         schema = self.manifest.schema
         # The engine's one-record path, where it has one: first on values typed without arrays,
         # then on the validated one-row batch (which also explains any bad value).
-        if self._score_values is not None:
+        score_record = self._score_record_by_name
+        if score_record is not None:
             try:
-                values = schema.prepare_one(record)
+                one = score_record(record)
             except KeyError:
-                values = None  # an absent field: the batch path names it
-            one = self.predict_values(values) if values is not None else None
+                one = None  # an absent field: the batch path names it
             if one is not None:
                 return self._one_output(one)
         names = schema.names
@@ -149,17 +150,44 @@ class Model:
                 return self._one_output(one)
         return {name: _python_value(values[0]) for name, values in self._score(batch).items()}
 
-    def predict_values(self, values: Mapping[str, Any]) -> tuple[Any, list[float] | None] | None:
+    def predict_values(self, values: Mapping[str, Any]) -> OneAnswer | None:
         """The engine's answer for one record already typed by ``InputSchema.prepare_one``:
         (prediction, class probabilities in class order, or None for a regression); None when
-        the engine has no one-record form for it (then use ``predict_one``). The fastest path,
-        for callers that score row after row, such as the database's row trigger."""
+        the engine has no one-record form for it (then use ``predict_one``)."""
         if self._score_values is None:
             return None
-        one: tuple[Any, list[float] | None] | None = self._score_values(values)
+        one: OneAnswer | None = self._score_values(values)
         return one
 
-    def _one_output(self, one: tuple[Any, list[float] | None]) -> dict[str, Any]:
+    def record_scorer(
+        self, keys: Sequence[str] | None = None
+    ) -> Callable[[Mapping[str, Any]], OneAnswer | None] | None:
+        """The fastest one-record form, for callers that score record after record (such as
+        the database's row trigger): a function record -> ``predict_values(
+        schema.prepare_one(record, keys))``, which is None where either gives None (then use
+        ``predict_one``, which also explains a bad value) and raises KeyError for an absent
+        key. ``keys``: where each field is in a record (a row's column names), default its
+        name. None when the engine has no one-record form."""
+        score_values = self._score_values
+        if score_values is None:
+            return None
+        make = getattr(self.scorer, "record_scorer", None)
+        generated = make(keys) if make is not None else None
+        if generated is not None:
+            return generated
+        prepare_one = self.manifest.schema.prepare_one
+
+        def score(record: Mapping[str, Any]) -> OneAnswer | None:
+            values = prepare_one(record, keys)
+            return score_values(values) if values is not None else None
+
+        return score
+
+    @functools.cached_property
+    def _score_record_by_name(self) -> Callable[[Mapping[str, Any]], OneAnswer | None] | None:
+        return self.record_scorer()
+
+    def _one_output(self, one: OneAnswer) -> dict[str, Any]:
         prediction, probabilities = one
         out = {PREDICTION: prediction}
         if probabilities is not None:

@@ -106,6 +106,7 @@ class TableScoring:
 
     def __post_init__(self) -> None:
         self.columns = [column for _, column in self.features]  # in the schema's field order
+        self.score_record = self.model.record_scorer(self.columns)
         produced = self.model.output_columns
         lost = [output for output, _ in self.outputs if output not in produced]
         if lost:
@@ -797,9 +798,8 @@ class Runtime:
         state.rows += 1
         scores: dict[str, Any] = {}
         td["new"] = scores
-        # The common case with the fewest steps: typed values, the engine's one-record form.
-        values = state.model.manifest.schema.prepare_one(new, state.columns)
-        one = state.model.predict_values(values) if values is not None else None
+        # The common case with the fewest steps: the engine's one-record form, read from the row.
+        one = state.score_record(new) if state.score_record is not None else None
         if one is not None:
             prediction, probabilities = one
             for column, index in state.writes:

@@ -36,7 +36,7 @@ MAX_DETAILS = 1000
 _INVALID = object()  # sentinel: a value that can't be read as the field's type
 _SLOW = object()  # sentinel: a value Field.read_one leaves to the batch path
 _PLAIN_NUMBERS = frozenset({float, int, type(None)})
-_EXACT_INT = 2**53  # ints up to this convert to float exactly and can't overflow
+EXACT_INT = 2**53  # ints up to this convert to float exactly and can't overflow
 
 
 def is_missing(value: Any) -> bool:
@@ -109,7 +109,7 @@ def _read_number(value: Any) -> Any:
     if kind is float:
         return value if abs(value) != math.inf else _SLOW  # NaN passes: it is missing
     if kind is int:
-        return float(value) if -_EXACT_INT <= value <= _EXACT_INT else _SLOW
+        return float(value) if -EXACT_INT <= value <= EXACT_INT else _SLOW
     if kind is Decimal:  # PostgreSQL numeric
         try:
             number = float(value)

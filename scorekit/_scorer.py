@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from ._bundle import Bundle
 from ._output import Scores
+
+# One record's answer from an engine's one-record form: (prediction, class probabilities in the
+# manifest's class order, or None for a regression).
+OneAnswer = tuple[Any, list[float] | None]
 
 
 class Scorer(Protocol):

@@ -8,8 +8,11 @@ agreement with the other engines to 1e-9 (labels exactly) on audit and audit_na.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,6 +118,70 @@ def test_native_one_record_path_equals_the_batch_on_every_row(case) -> None:
         for name, values in batch.items():
             expected = values[i].item() if hasattr(values[i], "item") else values[i]
             assert one[name] == pytest.approx(expected, abs=1e-12, nan_ok=True), (i, name)
+
+
+def _unusual_values(field: scorekit.Field, value: Any) -> list[Any]:
+    """Values of one field, in types and spellings a row or JSON may bring, beside ``value``."""
+    out: list[Any] = [None, math.nan, math.inf, "", "NA", "no such category", True, 1, 1.5]
+    out += [np.float64(2.0), Decimal("3.25"), 2**60, [1]]
+    if isinstance(value, float):
+        out += [int(value), value + 0.25, -value, 1e300, str(value), np.float32(value)]
+    if isinstance(value, str):
+        out += [value.upper(), value.lower(), f" {value}"]
+    if isinstance(value, bool):
+        out += [str(value), str(value).upper(), int(value), float(value), not value]
+    if field.categories:
+        out += [str(c) for c in field.categories] + list(field.categories)
+    return out
+
+
+def _same_answer(a: Any, b: Any) -> bool:
+    return repr(a) == repr(b)  # NaN equals NaN; 1 and 1.0, True and 1 differ
+
+
+def test_native_record_scorer_equals_the_two_steps_on_any_value(case) -> None:
+    """Model.record_scorer's generated code reads rows keyed by column names: on typed records
+    and on every unusual value of each field it answers exactly as prepare_one then
+    predict_values do (or hands the record to them), and raises KeyError for an absent key."""
+    models, columns = case
+    model = models["native"]
+    schema = model.manifest.schema
+    keys = [f"col {f.name}" for f in schema.fields]
+    score = model.record_scorer(keys)
+    assert score is not None
+    if model.scorer._one_ready:  # type: ignore[attr-defined]
+        assert model.scorer.record_scorer(keys) is not None, "no generated code for this model"
+
+    def two_steps(record: dict[str, Any]) -> Any:
+        values = schema.prepare_one(record, keys)
+        return model.predict_values(values) if values is not None else None
+
+    typed = schema.prepare(columns, model.ref)
+    rows = [
+        {key: typed[f.name][i].item() if hasattr(typed[f.name][i], "item") else typed[f.name][i]
+         for f, key in zip(schema.fields, keys, strict=True)}
+        for i in range(0, len(next(iter(columns.values()))), 7)
+    ]  # fmt: skip
+    checked = 0
+    for row in rows:
+        assert _same_answer(score(row), two_steps(row))
+        checked += 1
+    base = next(r for r in rows if two_steps(r) is not None)
+    for f, key in zip(schema.fields, keys, strict=True):
+        for value in _unusual_values(f, base[key]):
+            row = {**base, key: value}
+            try:
+                expected = two_steps(row)
+            except (TypeError, ValueError) as exc:  # e.g. an unhashable value: the same error
+                with pytest.raises(type(exc)):
+                    score(row)
+                continue
+            assert _same_answer(score(row), expected), (f.name, value)
+            checked += 1
+        absent = {k: v for k, v in base.items() if k != key}
+        with pytest.raises(KeyError):
+            score(absent)
+    assert checked > len(rows)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import struct
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,8 @@ from .._errors import UnsupportedModelError
 from .._manifest import Manifest
 from .._output import Scores, label_from_probabilities, labels_from_probabilities
 from .._pmml_header import child, children, local, model_element, parse_pmml, parse_value
+from .._schema import EXACT_INT, MISSING_TOKENS, Field
+from .._scorer import OneAnswer
 from ._expr import NUM, Compiler, Env, FieldType, as_text, kind_of, to_float32_precision
 from ._models import (
     Context,
@@ -159,7 +161,7 @@ class NativeScorer:
         complete_env(env, self.replacements, self.global_fields)
         return env
 
-    def score_one(self, batch: Mapping[str, np.ndarray]) -> tuple[Any, list[float] | None] | None:
+    def score_one(self, batch: Mapping[str, np.ndarray]) -> OneAnswer | None:
         """The first record of ``batch`` by the plan's one-record form: (prediction, class
         probabilities in the manifest's order, or None for a regression). None where the model
         has no one-record form; the caller then uses score()."""
@@ -167,7 +169,7 @@ class NativeScorer:
             return None
         return self.score_values({t.name: batch[t.name][0] for t in self.treatments})
 
-    def score_values(self, prepared: Mapping[str, Any]) -> tuple[Any, list[float] | None] | None:
+    def score_values(self, prepared: Mapping[str, Any]) -> OneAnswer | None:
         """score_one for one record's values as InputSchema.prepare_one gives them."""
         if not self._one_ready:
             return None
@@ -199,6 +201,10 @@ class NativeScorer:
                 missing = True
             else:
                 values[name] = value if isinstance(value, str) else as_text(value)
+        return self._answer(values, missing)
+
+    def _answer(self, values: dict[str, Any], missing: bool = False) -> OneAnswer | None:
+        """score_values' last step: the plan's answer for the engine's values of one record."""
         if missing or self.global_fields:
             values = complete_values(values, self.replacements, self.global_fields)
         try:
@@ -211,6 +217,31 @@ class NativeScorer:
             return float(result), None
         probabilities = [float(result[j]) for j in self._order_list]
         return label_from_probabilities(probabilities, self.manifest.classes or []), probabilities
+
+    def record_scorer(
+        self, keys: Sequence[str] | None = None
+    ) -> Callable[[Mapping[str, Any]], OneAnswer | None] | None:
+        """A function record -> ``score_values(schema.prepare_one(record, keys))`` (None where
+        prepare_one declines), generated for this model: straight-line code reads, types and
+        checks each field, without the two steps' loops and calls, and hands any record outside
+        the common case (a missing value, a type other than float, int or str, an unknown
+        category) to the two steps. None where the model has no one-record form, or a field
+        that the generated code does not cover."""
+        if not self._one_ready:
+            return None
+        schema = self.manifest.schema
+        prepare_one = schema.prepare_one
+
+        def general(record: Mapping[str, Any]) -> OneAnswer | None:
+            values = prepare_one(record, keys)
+            return self.score_values(values) if values is not None else None
+
+        kinds = {name: _NUMBER for name in self._numbers}
+        kinds.update((name, _FLOAT32) for name in self._float32s)
+        kinds.update((name, _TEXT) for name in self._texts)
+        return generate_record_scorer(
+            schema.fields, list(keys or schema.names), kinds, general, self._answer
+        )
 
     def score(self, batch: Mapping[str, np.ndarray]) -> Scores:
         with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings
@@ -326,3 +357,87 @@ def _agrees(ours: Any, text: str, precision: float, zero: float) -> bool:
     if abs(expected) <= zero:
         return abs(actual) <= zero
     return abs(actual - expected) <= precision * abs(expected)
+
+
+def _engine_value(kind: str, value: Any) -> Any:
+    """A field's typed, present value as score_values reads it: a float, one rounded to float32,
+    or text. Raises ValueError for text the model reads as a number."""
+    if kind == _TEXT:
+        return value if isinstance(value, str) else as_text(value)
+    value = float(value)
+    if kind == _FLOAT32 and not (value.is_integer() and -_FLOAT32_WHOLE <= value <= _FLOAT32_WHOLE):
+        value = _to_float32(value)
+    return value
+
+
+def generate_record_scorer(
+    fields: Sequence[Field],
+    keys: list[str],
+    kinds: Mapping[str, str],
+    general: Callable[[Mapping[str, Any]], OneAnswer | None],
+    answer: Callable[[dict[str, Any]], OneAnswer | None],
+) -> Callable[[Mapping[str, Any]], OneAnswer | None] | None:
+    """NativeScorer.record_scorer's code. For each field, in straight lines: ``record[key]``
+    read as Field.read_one reads it and then as score_values does (``kinds``: _NUMBER,
+    _FLOAT32 or _TEXT by field name; a field the model does not read is checked all the same);
+    ``general(record)`` for a value outside the common case (a missing value, an infinity, an
+    unknown category, a type read_one leaves to ``prepare``); ``answer(values)`` once every
+    field is read. A category is one lookup of its raw spelling, straight to the value the
+    engine reads. None if a field is of a kind this does not cover."""
+    lines = ["def score(record):"]
+    namespace: dict[str, Any] = {
+        "GENERAL": general,
+        "ANSWER": answer,
+        "TO_FLOAT32": _to_float32,
+        "MISSING_TOKENS": MISSING_TOKENS,
+    }
+    slow = "return GENERAL(record)"
+    read: list[tuple[int, Field]] = []  # the fields the model reads, with their variables
+    for i, (f, key) in enumerate(zip(fields, keys, strict=True)):
+        kind = kinds.get(f.name)
+        lines.append(f"    x = record[{key!r}]")
+        if f.is_continuous:
+            if kind == _TEXT:
+                return None
+            lines += [
+                "    if type(x) is float:",
+                f"        if x - x != 0.0: {slow}",  # NaN (missing) or an infinity
+                f"    elif type(x) is int and -{EXACT_INT} <= x <= {EXACT_INT}:",
+                "        x = float(x)",
+                "    else:",
+                f"        {slow}",
+            ]
+            if kind == _FLOAT32:
+                lines.append(
+                    f"    if not (x.is_integer() and -{_FLOAT32_WHOLE!r} <= x <= "
+                    f"{_FLOAT32_WHOLE!r}): x = TO_FLOAT32(x)"
+                )
+        elif f.categories is None:
+            if f.dtype != "string" or kind not in (_TEXT, None):
+                return None
+            lines.append(f"    if type(x) is not str or x in MISSING_TOKENS: {slow}")
+        else:
+            try:  # raw spelling -> the value the engine reads (read_one's lookup, then kinds')
+                namespace[f"LOOKUP{i}"] = {
+                    raw: entry[0] if kind is None else _engine_value(kind, entry[0])
+                    for raw, entry in f._lookup.items()
+                }
+            except ValueError:
+                return None
+            # read_one looks up any hashable value but a bool, which only a boolean field takes
+            namespace[f"TYPES{i}"] = frozenset(
+                (str, int, float, bool) if f.dtype == "boolean" else (str, int, float)
+            )
+            lines += [
+                f"    if type(x) not in TYPES{i}: {slow}",
+                f"    x = LOOKUP{i}.get(x)",
+                f"    if x is None: {slow}",
+            ]
+        if kind is not None:
+            lines.append(f"    v{i} = x")
+            read.append((i, f))
+    entries = ", ".join(f"{f.name!r}: v{i}" for i, f in read)
+    lines.append(f"    return ANSWER({{{entries}}})")
+    exec(compile("\n".join(lines), "<scorekit record scorer>", "exec"), namespace)
+    scorer: Callable[[Mapping[str, Any]], OneAnswer | None] = namespace["score"]
+    return scorer
