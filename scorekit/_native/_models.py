@@ -36,6 +36,7 @@ from ._tree import (
     CompiledForest,
     FlatForest,
     generate_scalar_forest,
+    source_literal,
 )
 
 
@@ -447,25 +448,7 @@ class RegressionPlan(Plan):
         scalar_lookups = [
             (name, index, other, weights.tolist()) for name, index, other, weights in lookups
         ]
-
-        def one(values: dict[str, Any]) -> float:
-            y = intercept
-            for name, exponent, coefficient in numeric:
-                x = values[name]
-                y += coefficient * (x if exponent == 1.0 else x**exponent)
-            for name, index, other, weights_list in scalar_lookups:
-                x = values[name]
-                if x is not None and x != x:
-                    x = None
-                y += weights_list[index.get(x, other)]
-            for names, coefficient in terms:
-                product = coefficient
-                for name in names:
-                    product = product * values[name]
-                y += product
-            return y
-
-        return fn, one
+        return fn, _generate_table_one(intercept, numeric, scalar_lookups, terms)
 
     def evaluate(self, env: Env) -> Result:
         if self.function == "regression":
@@ -537,6 +520,42 @@ class RegressionPlan(Plan):
         for j, position in enumerate(self.order):
             out[position] = probabilities[j]
         return out
+
+
+def _generate_table_one(
+    intercept: float,
+    numeric: list[tuple[str, float, float]],
+    lookups: list[tuple[str, dict[object, int], int, list[float]]],
+    terms: list[tuple[list[str], float]],
+) -> OneFn:
+    """A RegressionTable's one-record form as straight-line code: the batch form's additions in
+    its order (intercept, numeric predictors, categorical lookups, products), on Python floats.
+    A categorical value that is NaN counts as missing, as in the batch form."""
+    constants: list[Any] = []
+
+    def literal(value: float) -> str:
+        return source_literal(value, constants)
+
+    lines = ["def one(values):", f"    y = {literal(intercept)}"]
+    for name, exponent, coefficient in numeric:
+        power = "" if exponent == 1.0 else f" ** {literal(exponent)}"
+        lines.append(f"    y += {literal(coefficient)} * (values[{name!r}]{power})")
+    namespace: dict[str, Any] = {"C": constants}
+    for i, (name, index, other, weights) in enumerate(lookups):
+        namespace[f"INDEX{i}"], namespace[f"WEIGHTS{i}"] = index, weights
+        lines += [
+            f"    x = values[{name!r}]",
+            "    if x is not None and x != x:",
+            "        x = None",
+            f"    y += WEIGHTS{i}[INDEX{i}.get(x, {other})]",
+        ]
+    for names, coefficient in terms:
+        product = " * ".join([literal(coefficient), *(f"values[{n!r}]" for n in names)])
+        lines.append(f"    y += {product}")
+    lines.append("    return y")
+    exec(compile("\n".join(lines), "<scorekit regression table>", "exec"), namespace)
+    one: OneFn = namespace["one"]
+    return one
 
 
 def _exp(x: float) -> float:

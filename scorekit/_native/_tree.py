@@ -440,7 +440,7 @@ MAX_GENERATED_NODES = 20_000  # beyond this, compiling the code takes longer tha
 MAX_GENERATED_DEPTH = 80  # CPython's parser allows 100 nested blocks
 
 
-def _literal(value: Any, constants: list[Any]) -> str:
+def source_literal(value: Any, constants: list[Any]) -> str:
     """Python source for ``value``: a literal where repr gives one that reads back as the same
     value (a str, an int, a finite float), which the generated code compares without a lookup;
     else an entry of the constants list C."""
@@ -506,7 +506,7 @@ def generate_scalar_forest(
         elif threshold[node] >= 1.0:  # the indicator is 0 or 1: always at most the threshold
             return emit(on_hit[node], depth, weight)
         elif threshold[node] >= 0.0:  # at most the threshold exactly when the indicator is 0
-            test = f"{local[name]} != {_literal(equals, constants)}"
+            test = f"{local[name]} != {source_literal(equals, constants)}"
         else:
             return emit(on_miss[node], depth, weight)
         lines.append(f"{pad}if {test}:")
