@@ -136,6 +136,8 @@ class Model:
             try:
                 one = score_record(record)
             except KeyError:
+                if all(name in record for name in schema.names):
+                    raise  # not an absent field
                 one = None  # an absent field: the batch path names it
             if one is not None:
                 return self._one_output(one)
@@ -168,13 +170,13 @@ class Model:
         ``predict_one``, which also explains a bad value) and raises KeyError for an absent
         key. ``keys``: where each field is in a record (a row's column names), default its
         name. None when the engine has no one-record form."""
+        make = getattr(self.scorer, "record_scorer", None)
+        if make is not None:
+            scorer: Callable[[Mapping[str, Any]], OneAnswer | None] | None = make(keys)
+            return scorer
         score_values = self._score_values
         if score_values is None:
             return None
-        make = getattr(self.scorer, "record_scorer", None)
-        generated = make(keys) if make is not None else None
-        if generated is not None:
-            return generated
         prepare_one = self.manifest.schema.prepare_one
 
         def score(record: Mapping[str, Any]) -> OneAnswer | None:

@@ -222,11 +222,11 @@ class NativeScorer:
         self, keys: Sequence[str] | None = None
     ) -> Callable[[Mapping[str, Any]], OneAnswer | None] | None:
         """A function record -> ``score_values(schema.prepare_one(record, keys))`` (None where
-        prepare_one declines), generated for this model: straight-line code reads, types and
-        checks each field, without the two steps' loops and calls, and hands any record outside
-        the common case (a missing value, a type other than float, int or str, an unknown
-        category) to the two steps. None where the model has no one-record form, or a field
-        that the generated code does not cover."""
+        prepare_one declines), generated for this model where it can be: straight-line code
+        reads, types and checks each field, without the two steps' loops and calls, and hands
+        any record outside the common case (a missing value, a type other than float, int or
+        str, an unknown category) to the two steps; elsewhere the two steps themselves. None
+        where the model has no one-record form."""
         if not self._one_ready:
             return None
         schema = self.manifest.schema
@@ -239,9 +239,10 @@ class NativeScorer:
         kinds = {name: _NUMBER for name in self._numbers}
         kinds.update((name, _FLOAT32) for name in self._float32s)
         kinds.update((name, _TEXT) for name in self._texts)
-        return generate_record_scorer(
+        generated = generate_record_scorer(
             schema.fields, list(keys or schema.names), kinds, general, self._answer
         )
+        return generated or general
 
     def score(self, batch: Mapping[str, np.ndarray]) -> Scores:
         with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings
@@ -383,7 +384,9 @@ def generate_record_scorer(
     ``general(record)`` for a value outside the common case (a missing value, an infinity, an
     unknown category, a type read_one leaves to ``prepare``); ``answer(values)`` once every
     field is read. A category is one lookup of its raw spelling, straight to the value the
-    engine reads. None if a field is of a kind this does not cover."""
+    engine reads. None if a field is of a kind this does not cover, or a key is not a str."""
+    if not set(kinds) <= {f.name for f in fields} or not all(type(k) is str for k in keys):
+        return None  # the engine reads a field the schema lacks: the two steps say so
     lines = ["def score(record):"]
     namespace: dict[str, Any] = {
         "GENERAL": general,
@@ -417,13 +420,18 @@ def generate_record_scorer(
                 return None
             lines.append(f"    if type(x) is not str or x in MISSING_TOKENS: {slow}")
         else:
-            try:  # raw spelling -> the value the engine reads (read_one's lookup, then kinds')
-                namespace[f"LOOKUP{i}"] = {
-                    raw: entry[0] if kind is None else _engine_value(kind, entry[0])
-                    for raw, entry in f._lookup.items()
-                }
-            except ValueError:
-                return None
+            # raw spelling -> the value the engine reads (read_one's lookup, then kinds'); a
+            # category that is itself missing (None, NaN), or that the engine can't read as
+            # it reads the field, is left to the two steps
+            lookup: dict[Any, Any] = {}
+            for raw, (category, _) in f._lookup.items():
+                if category is None or category != category:
+                    continue
+                try:
+                    lookup[raw] = category if kind is None else _engine_value(kind, category)
+                except (ValueError, TypeError, OverflowError):
+                    continue
+            namespace[f"LOOKUP{i}"] = lookup
             # read_one looks up any hashable value but a bool, which only a boolean field takes
             namespace[f"TYPES{i}"] = frozenset(
                 (str, int, float, bool) if f.dtype == "boolean" else (str, int, float)
