@@ -362,7 +362,7 @@ def _agrees(ours: Any, text: str, precision: float, zero: float) -> bool:
 
 def _engine_value(kind: str, value: Any) -> Any:
     """A field's typed, present value as score_values reads it: a float, one rounded to float32,
-    or text. Raises ValueError for text the model reads as a number."""
+    or text. Raises what float() raises for a value it can't read as a number."""
     if kind == _TEXT:
         return value if isinstance(value, str) else as_text(value)
     value = float(value)
@@ -386,7 +386,7 @@ def generate_record_scorer(
     field is read. A category is one lookup of its raw spelling, straight to the value the
     engine reads. None if a field is of a kind this does not cover, or a key is not a str."""
     if not set(kinds) <= {f.name for f in fields} or not all(type(k) is str for k in keys):
-        return None  # the engine reads a field the schema lacks: the two steps say so
+        return None  # a field the schema lacks (the two steps say so), or an odd key
     lines = ["def score(record):"]
     namespace: dict[str, Any] = {
         "GENERAL": general,
