@@ -169,21 +169,12 @@ class Model:
         schema.prepare_one(record, keys))``, which is None where either gives None (then use
         ``predict_one``, which also explains a bad value) and raises KeyError for an absent
         key. ``keys``: where each field is in a record (a row's column names), default its
-        name. None when the engine has no one-record form."""
+        name. None when the engine has no one-record form (only the native engine has one)."""
         make = getattr(self.scorer, "record_scorer", None)
-        if make is not None:
-            scorer: Callable[[Mapping[str, Any]], OneAnswer | None] | None = make(keys)
-            return scorer
-        score_values = self._score_values
-        if score_values is None:
-            return None
-        prepare_one = self.manifest.schema.prepare_one
-
-        def score(record: Mapping[str, Any]) -> OneAnswer | None:
-            values = prepare_one(record, keys)
-            return score_values(values) if values is not None else None
-
-        return score
+        scorer: Callable[[Mapping[str, Any]], OneAnswer | None] | None = (
+            make(keys) if make is not None else None
+        )
+        return scorer
 
     @functools.cached_property
     def _score_record_by_name(self) -> Callable[[Mapping[str, Any]], OneAnswer | None] | None:

@@ -42,6 +42,8 @@ _FLOAT32_WHOLE = float(2**24)  # every whole number up to this is exact in float
 def _to_float32(value: float) -> float:
     """value rounded to float32 as numpy rounds it (to nearest), without numpy's per-call cost;
     beyond float32's range it is +-inf, as numpy gives."""
+    if value.is_integer() and -_FLOAT32_WHOLE <= value <= _FLOAT32_WHOLE:
+        return value  # a float32 already: skip the rounding
     try:
         return float(_FLOAT.unpack(_FLOAT.pack(value))[0])
     except OverflowError:
@@ -189,11 +191,7 @@ class NativeScorer:
                 values[name] = math.nan
                 missing = True
                 continue
-            value = float(value)
-            # a whole number of at most 2**24 is a float32 already: skip the rounding
-            if not (value.is_integer() and -_FLOAT32_WHOLE <= value <= _FLOAT32_WHOLE):
-                value = _to_float32(value)
-            values[name] = value
+            values[name] = _to_float32(float(value))
         for name in self._texts:
             value = prepared[name]
             if value is None or value != value:
@@ -365,10 +363,7 @@ def _engine_value(kind: str, value: Any) -> Any:
     or text. Raises what float() raises for a value it can't read as a number."""
     if kind == _TEXT:
         return value if isinstance(value, str) else as_text(value)
-    value = float(value)
-    if kind == _FLOAT32 and not (value.is_integer() and -_FLOAT32_WHOLE <= value <= _FLOAT32_WHOLE):
-        value = _to_float32(value)
-    return value
+    return _to_float32(float(value)) if kind == _FLOAT32 else float(value)
 
 
 def generate_record_scorer(
@@ -411,10 +406,7 @@ def generate_record_scorer(
                 f"        {slow}",
             ]
             if kind == _FLOAT32:
-                lines.append(
-                    f"    if not (x.is_integer() and -{_FLOAT32_WHOLE!r} <= x <= "
-                    f"{_FLOAT32_WHOLE!r}): x = TO_FLOAT32(x)"
-                )
+                lines.append("    x = TO_FLOAT32(x)")
         elif f.categories is None:
             if f.dtype != "string" or kind not in (_TEXT, None):
                 return None

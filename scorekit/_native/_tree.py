@@ -537,7 +537,7 @@ def generate_scalar_forest(
     for line, pad, test in made:
         if test in shared:
             lines[line] = f"{pad}if {shared[test]}:"
-    lines[shared_at:shared_at] = [f"    {local} = {test}" for test, local in shared.items()]
+    lines[shared_at:shared_at] = [f"    {name} = {test}" for test, name in shared.items()]
     lines.append(f"    return [{', '.join(totals)}]")
     namespace: dict[str, Any] = {"FALLBACK": FALLBACK, "C": constants}
     exec(compile("\n".join(lines), "<scorekit forest>", "exec"), namespace)
