@@ -63,8 +63,14 @@ MODEL_CACHE_SIZE = 8  # loaded (name, version, engine) per connection; the oldes
 CHUNK_ROWS = 10_000  # rows per vectorised call when a statement or a rescore scores many rows
 
 ROW_TRIGGER = "scorekit_row"  # BEFORE INSERT OR UPDATE ... FOR EACH ROW: score in the row
-INSERTED_TRIGGER = "scorekit_inserted"  # AFTER INSERT ... FOR EACH STATEMENT: score the statement
+# mode 'statement': AFTER INSERT ... FOR EACH STATEMENT scores the statement's rows; an UPDATE of
+# the features is scored at its end too, the row trigger noting each row's key for the other
+INSERTED_TRIGGER = "scorekit_inserted"
+UPDATED_ROW_TRIGGER = "scorekit_updated_row"  # AFTER UPDATE OF <features> ... FOR EACH ROW
+UPDATED_TRIGGER = "scorekit_updated"  # AFTER UPDATE OF <features> ... FOR EACH STATEMENT
+TRIGGERS = (ROW_TRIGGER, INSERTED_TRIGGER, UPDATED_ROW_TRIGGER, UPDATED_TRIGGER)
 TRANSITION_TABLE = "scorekit_new"
+UPDATED = "updated"  # the action of score_updated, for messages
 
 SNAPSHOT_TRIES = 20  # disagreements of a SnapshotReader before the query is kept for good
 # (xmin, xmax, the sorted in-progress xids), in 32 bits: a snapshot as a SnapshotReader reads it
@@ -75,7 +81,7 @@ SNAPSHOT_LAYOUT_VERSIONS = range(120000, 190000)
 F = TypeVar("F", bound=Callable[..., Any])
 # What the installed SQL functions expect of this module; sql/install.sql names the same number.
 # A connection that imported an older scorekit before an upgrade is asked to reconnect.
-API = 3
+API = 4
 
 
 @dataclass
@@ -101,8 +107,11 @@ class TableScoring:
     snapshot: str | Snapshot | None = None
     rows: int = 0  # rows seen by the row trigger in this statement, for messages
     # the prepared UPDATEs that write scores back by primary key, by the output (if any) that
-    # the UPDATE computes as 1 - another (see Runtime._write_back)
-    write_plans: dict[str | None, Any] = field(default_factory=dict)
+    # the UPDATE computes as 1 - another and whether it updates a range of keys (see
+    # Runtime._write_back)
+    write_plans: dict[tuple[str | None, bool], Any] = field(default_factory=dict)
+    # per primary key column: the type its index compares as, and that = operator's schema
+    key_equality: list[tuple[str, str]] | None = None
 
     def __post_init__(self) -> None:
         self.columns = [column for _, column in self.features]  # in the schema's field order
@@ -160,6 +169,9 @@ class Runtime:
         self._plans: dict[str, Any] = {}
         self._models: OrderedDict[tuple[str, int, str], Model] = OrderedDict()
         self._tables: dict[str, TableScoring] = {}  # by the table's oid, as TD["relid"] gives it
+        # by table oid: the statement whose UPDATE noted them, and the keys (as text) of the rows
+        # it updated that its statement trigger is to score (see note_updated)
+        self._updated: dict[str, tuple[object, list[list[str]]]] = {}
         self.loads = 0  # models loaded by this connection
         self.reads = 0  # attachment states read (refresh), rather than kept by the snapshot check
         self._statement_clock = statement_clock()
@@ -536,16 +548,27 @@ class Runtime:
             key = []  # row mode needs no key; rescore then lets the row trigger rescore
         self._drop_triggers(table)
         quoted = ", ".join(self.plpy.quote_ident(c) for c in feature_map.values())
-        row_events = "INSERT OR UPDATE" if mode == "row" else "UPDATE"
-        self.plpy.execute(
-            f"CREATE TRIGGER {ROW_TRIGGER} BEFORE {row_events} OF {quoted} ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION scorekit._row_trigger()"
-        )
-        if mode == "statement":
+        if mode == "row":
+            self.plpy.execute(
+                f"CREATE TRIGGER {ROW_TRIGGER} BEFORE INSERT OR UPDATE OF {quoted} ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION scorekit._row_trigger()"
+            )
+        else:
+            # No BEFORE UPDATE row trigger here: PostgreSQL locks each row it updates for one,
+            # whatever its columns, and so the write-back UPDATE of every inserted row would pay
+            # for it. An AFTER row trigger costs that UPDATE nothing.
             self.plpy.execute(
                 f"CREATE TRIGGER {INSERTED_TRIGGER} AFTER INSERT ON {table} "
                 f"REFERENCING NEW TABLE AS {TRANSITION_TABLE} "
                 "FOR EACH STATEMENT EXECUTE FUNCTION scorekit._inserted_trigger()"
+            )
+            self.plpy.execute(
+                f"CREATE TRIGGER {UPDATED_ROW_TRIGGER} AFTER UPDATE OF {quoted} ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION scorekit._updated_row_trigger()"
+            )
+            self.plpy.execute(
+                f"CREATE TRIGGER {UPDATED_TRIGGER} AFTER UPDATE OF {quoted} ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION scorekit._updated_trigger()"
             )
         self._query(
             "INSERT INTO scorekit.attachments AS a (tbl, model, pinned_version, mode, engine, "
@@ -577,7 +600,7 @@ class Runtime:
         when = (
             "INSERT and on UPDATE of its feature columns, row by row"
             if mode == "row"
-            else "INSERT, a statement at a time, and on UPDATE of its feature columns, row by row"
+            else "INSERT and on UPDATE of its feature columns, a statement at a time"
         )
         tip = ""
         if mode == "statement" and self._fillfactor(oid) == 100:
@@ -608,7 +631,7 @@ class Runtime:
             "SELECT tgname::text AS name FROM pg_trigger WHERE tgrelid = $1::regclass::oid "
             "AND tgname = ANY ($2)",
             ["text", "text[]"],
-            [table, [ROW_TRIGGER, INSERTED_TRIGGER]],
+            [table, list(TRIGGERS)],
         )
         for row in existing:
             self.plpy.execute(f"DROP TRIGGER {row['name']} ON {table}")
@@ -832,6 +855,49 @@ class Runtime:
         self._score_rows(state, TRANSITION_TABLE, "", [], "INSERT")
 
     @_edge
+    def note_updated(self, td: Mapping[str, Any]) -> None:
+        """AFTER UPDATE OF the feature columns, per row, in mode 'statement': note the row's key
+        for score_updated, which the same UPDATE fires once its rows are all written."""
+        oid = td["relid"]
+        state = self.current(oid, lambda: self._table_name(td))
+        noted = self._updated.get(oid)
+        if noted is None or noted[0] != state.statement:
+            # keys an UPDATE that failed before its statement trigger left are dropped
+            noted = self._updated[oid] = (state.statement, [])
+        new = td["new"]
+        noted[1].append([_key_text(new[k]) for k in state.key_columns])
+
+    @_edge
+    def score_updated(self, td: Mapping[str, Any]) -> None:
+        """AFTER UPDATE OF the feature columns, per statement, in mode 'statement': score the rows
+        it updated (as note_updated noted them), read again from the table, and write their
+        scores back as the INSERT's are."""
+        oid = td["relid"]
+        noted = self._updated.pop(oid, None)
+        if noted is None:
+            return
+        state = self.current(oid, lambda: self._table_name(td))
+        if noted[0] != state.statement:
+            return  # noted by an UPDATE that failed; this one updated no row
+        quote = self.plpy.quote_ident
+        if state.key_equality is None:
+            state.key_equality = self._key_equality(state.table)
+        names = ", ".join(f"k{i}" for i in range(len(state.key_columns)))
+        unnest = ", ".join(
+            f"pg_catalog.unnest(${i + 1}::text::{state.types[k].type}[])"
+            for i, k in enumerate(state.key_columns)
+        )
+        matches = " AND ".join(
+            f"{state.table}.{quote(k)}::{cast} OPERATOR({schema}.=) u.k{i}::{cast}"
+            for i, (k, (cast, schema)) in enumerate(
+                zip(state.key_columns, state.key_equality, strict=True)
+            )
+        )
+        where = f"WHERE EXISTS (SELECT FROM ROWS FROM ({unnest}) AS u({names}) WHERE {matches})"
+        keys = [array_literal(list(column)) for column in zip(*noted[1], strict=True)]
+        self._score_rows(state, state.table, where, keys, UPDATED)
+
+    @_edge
     def rescore(self, tbl: str | None, stale_only: bool | None, batch_size: int | None) -> int:
         if batch_size is None or batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
@@ -963,7 +1029,6 @@ class Runtime:
         scored: dict[str, list[Any]],
         one_minus: tuple[str, str] | None = None,
     ) -> None:
-        quote = self.plpy.quote_ident
         targets = [(output, column) for output, column in state.outputs]
         if state.version_column:
             targets.append(("_version", state.version_column))
@@ -977,40 +1042,30 @@ class Runtime:
         ):
             computed = (at[one_minus[0]], at[one_minus[1]])
         sent = [j for j in range(len(targets)) if computed is None or j != computed[0]]
-        plan_key = targets[computed[0]][0] if computed else None
+        if state.key_equality is None:
+            state.key_equality = self._key_equality(state.table)
+        # Where the chunk's keys are every integer from the lowest to the highest, the rows to
+        # update are exactly those of that key range, whatever else the table holds (the key is
+        # unique): one index range scan finds them, and each row's scores are its key's place in
+        # the arrays, with no join. Rows inserted with an identity or serial key come so.
+        span = None
+        if len(state.key_equality) == 1 and state.key_equality[0] in _INTEGER_KEYS:
+            span = _key_span(keys[0])
+        plan_key = (targets[computed[0]][0] if computed else None, span is not None)
         plan = state.write_plans.get(plan_key)
         if plan is None:
-            # Arrays go in as text literals that PostgreSQL parses in C: PL/Python would convert
-            # a list element by element through str() and the type's input function.
-            arrays = [*state.key_columns, *(targets[j][1] for j in sent)]
-            names = [*(f"k{i}" for i in range(len(state.key_columns)))]
-            names += [f"v{j}" for j in sent]
-            sets = [f"{quote(targets[j][1])} = s.v{j}" for j in sent]
-            if computed:
-                sets.append(
-                    f"{quote(targets[computed[0]][1])} = "
-                    f"1::{_FLOAT8} OPERATOR(pg_catalog.-) s.v{computed[1]}"
-                )
-            sql = (
-                f"UPDATE {state.table} AS t SET "
-                + ", ".join(sets)
-                + " FROM ROWS FROM ("
-                + ", ".join(
-                    f"pg_catalog.unnest(${i + 1}::text::{state.types[c].type}[])"
-                    for i, c in enumerate(arrays)
-                )
-                + f") AS s({', '.join(names)}) WHERE "
-                + " AND ".join(
-                    f"t.{quote(k)}::{cast} OPERATOR({schema}.=) s.k{i}::{cast}"
-                    for i, (k, (cast, schema)) in enumerate(
-                        zip(state.key_columns, self._key_equality(state.table), strict=True)
-                    )
-                )
-            )
-            plan = state.write_plans[plan_key] = self.plpy.prepare(sql, ["text"] * len(arrays))
-        arguments = [*keys, *(scored[targets[j][0]] for j in sent)]
+            sql, types = self._write_back_sql(state, targets, sent, computed, span is not None)
+            plan = state.write_plans[plan_key] = self.plpy.prepare(sql, types)
+        values = [scored[targets[j][0]] for j in sent]
+        if span is None:
+            arguments: list[Any] = [*map(array_literal, [*keys, *values])]
+        else:
+            low, order = span
+            if order is not None:
+                values = [[column[i] for i in order] for column in values]
+            arguments = [low, low + len(keys[0]) - 1, *map(array_literal, values)]
         try:
-            self.plpy.execute(plan, [array_literal(values) for values in arguments])
+            self.plpy.execute(plan, arguments)
         except self.plpy.SPIError as exc:
             if getattr(exc, "sqlstate", None) != "42501":
                 raise
@@ -1019,6 +1074,68 @@ class Runtime:
                 f"with an UPDATE after the INSERT, and this role may not update it ({exc}); "
                 f"GRANT UPDATE ON {state.table} to the inserting role, or attach in mode 'row'"
             ) from None
+
+    def _write_back_sql(
+        self,
+        state: TableScoring,
+        targets: list[tuple[str, str]],
+        sent: list[int],
+        computed: tuple[int, int] | None,
+        key_range: bool,
+    ) -> tuple[str, list[str]]:
+        """The write-back UPDATE and its parameters' types. Scores come as one array per sent
+        target (v<j>); the rows are found by key (k<i>, arrays beside them) or, with
+        ``key_range``, as the integer key range $1 to $2, each row's scores at its key's place.
+        """
+        quote = self.plpy.quote_ident
+        assert state.key_equality is not None
+        # Arrays go in as text literals that PostgreSQL parses in C: PL/Python would convert a
+        # list element by element through str() and the type's input function.
+        first = 3 if key_range else len(state.key_columns) + 1
+        arrays = [
+            f"${first + i}::text::{state.types[targets[j][1]].type}[]" for i, j in enumerate(sent)
+        ]
+        if key_range:
+            key = f"t.{quote(state.key_columns[0])}"
+            place = (
+                f"[({key} OPERATOR(pg_catalog.-) $1::pg_catalog.int8)::pg_catalog.int4 "
+                "OPERATOR(pg_catalog.+) 1]"
+            )
+        else:
+            place = ""
+        sets = [f"{quote(targets[j][1])} = s.v{j}{place}" for j in sent]
+        if computed:
+            sets.append(
+                f"{quote(targets[computed[0]][1])} = "
+                f"1::{_FLOAT8} OPERATOR(pg_catalog.-) s.v{computed[1]}{place}"
+            )
+        if key_range:
+            # OFFSET 0 keeps the arrays a subquery, parsed once rather than for every row
+            values = ", ".join(f"{a} AS v{j}" for a, j in zip(arrays, sent, strict=True))
+            sql = (
+                f"UPDATE {state.table} AS t SET {', '.join(sets)} "
+                f"FROM (SELECT {values} OFFSET 0) AS s "
+                f"WHERE {key} OPERATOR(pg_catalog.>=) $1::pg_catalog.int8 "
+                f"AND {key} OPERATOR(pg_catalog.<=) $2::pg_catalog.int8"
+            )
+            return sql, ["int8", "int8"] + ["text"] * len(sent)
+        keys = [
+            f"pg_catalog.unnest(${i + 1}::text::{state.types[k].type}[])"
+            for i, k in enumerate(state.key_columns)
+        ]
+        names = [f"k{i}" for i in range(len(state.key_columns))] + [f"v{j}" for j in sent]
+        sql = (
+            f"UPDATE {state.table} AS t SET {', '.join(sets)} "
+            f"FROM ROWS FROM ({', '.join(keys + [f'pg_catalog.unnest({a})' for a in arrays])}) "
+            f"AS s({', '.join(names)}) WHERE "
+            + " AND ".join(
+                f"t.{quote(k)}::{cast} OPERATOR({schema}.=) s.k{i}::{cast}"
+                for i, (k, (cast, schema)) in enumerate(
+                    zip(state.key_columns, state.key_equality, strict=True)
+                )
+            )
+        )
+        return sql, ["text"] * (len(state.key_columns) + len(sent))
 
     # --- rows that can't be scored ------------------------------------------------------------
     def _unscorable(
@@ -1100,12 +1217,49 @@ class Runtime:
         where = f"row {row + 1}{key} of this {action} on {state.table}"
         if action == "rescore":
             where = f"row{key} of {state.table}"
+        elif action == UPDATED:  # rows read again by key after the UPDATE: their order is not its
+            where = f"row{key} updated by this UPDATE on {state.table}"
         return f"model {state.model.ref} can't score {where}: {problems}"
 
 
 # --- helpers -------------------------------------------------------------------------------------
 _INTEGERS = re.compile(r"-?[0-9]+(?:,-?[0-9]+)*")
 _FLOAT8 = "double precision"
+# a primary key index's comparison (see Runtime._key_equality) over which keys form ranges
+_INTEGER_KEYS = [(cast, "pg_catalog") for cast in ("smallint", "integer", "bigint")]
+
+
+def _key_text(value: Any) -> str:
+    """A key column's value, as PL/Python hands it to a trigger, in a text form its type reads
+    back (PL/Python hands the types it does not convert as their text form)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    return str(value)
+
+
+def _key_span(keys: Sequence[Any]) -> tuple[int, list[int] | None] | None:
+    """For the keys of one integer column, as its text form: (the lowest key, None when the keys
+    ascend one by one, or else the rows' order by key) when they are every integer from the
+    lowest to the highest once each; None when they are not."""
+    if not keys:
+        return None
+    try:
+        numbers = [*map(int, keys)]
+    except (TypeError, ValueError):
+        return None
+    if numbers == [*range(numbers[0], numbers[0] + len(numbers))]:
+        return numbers[0], None
+    order = sorted(range(len(numbers)), key=numbers.__getitem__)
+    low = numbers[order[0]]
+    if [numbers[i] for i in order] != [*range(low, low + len(numbers))]:
+        return None
+    return low, order
+
+
 # What a kept table state is checked against where no SnapshotReader is verified, and what a
 # reader is verified against.
 _SNAPSHOT = "pg_catalog.pg_current_snapshot()::text"

@@ -228,16 +228,16 @@ $$;
 -- --- PL/Python: every body hands over to scorekit._plpython ------------------------------------
 -- scorekit._boot imports scorekit from the recorded site-packages once per connection and keeps
 -- the runtime in GD, which all PL/Python functions of the connection share. GD["scorekit_api"]
--- is the API the runtime was built for: 3, scorekit._plpython.API, which these bodies expect. A
+-- is the API the runtime was built for: 4, scorekit._plpython.API, which these bodies expect. A
 -- connection that imported an older scorekit before an upgrade keeps that code until it ends.
 
 CREATE OR REPLACE FUNCTION scorekit._boot() RETURNS void
 LANGUAGE plpython3u AS $$
-if GD.get("scorekit_api") == 3:
+if GD.get("scorekit_api") == 4:
     return
 if "scorekit" in GD:
-    if getattr(GD["scorekit"], "API", 1) == 3:  # booted by an older _boot: the same code
-        GD["scorekit_api"] = 3
+    if getattr(GD["scorekit"], "API", 1) == 4:  # booted by an older _boot: the same code
+        GD["scorekit_api"] = 4
         return
     plpy.error("scorekit was upgraded in this database after this connection loaded it, and "
                "the connection still runs the older code",
@@ -250,20 +250,20 @@ if not rows:
                hint="run: scorekit db install", sqlstate="55000")
 site.addsitedir(rows[0]["site_packages"])
 from scorekit import _plpython
-if getattr(_plpython, "API", 1) != 3:
+if getattr(_plpython, "API", 1) != 4:
     plpy.error(f"this connection imported scorekit with API {getattr(_plpython, 'API', 1)} "
-               f"(from {rows[0]['site_packages']}); the functions in this database expect 3",
+               f"(from {rows[0]['site_packages']}); the functions in this database expect 4",
                hint="reconnect; if that does not help, run scorekit db install with the "
                "package the server imports", sqlstate="55000")
 GD["scorekit"] = _plpython.Runtime(plpy, GD)
-GD["scorekit_api"] = 3
+GD["scorekit_api"] = 4
 $$;
 
 -- predict and predict_batch are STABLE: their queries (the champion) then see the snapshot of
 -- the statement that calls them, so one SELECT scoring many rows never mixes versions.
 CREATE OR REPLACE FUNCTION scorekit.predict(model text, features jsonb) RETURNS jsonb
 LANGUAGE plpython3u STABLE AS $$
-if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].predict(model, features)
 $$;
 COMMENT ON FUNCTION scorekit.predict(text, jsonb) IS
@@ -274,7 +274,7 @@ COMMENT ON FUNCTION scorekit.predict(text, jsonb) IS
 CREATE OR REPLACE FUNCTION scorekit.predict_batch(model text, records jsonb)
 RETURNS TABLE (ordinal integer, scores jsonb)
 LANGUAGE plpython3u STABLE AS $$
-if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].predict_batch(model, records)
 $$;
 COMMENT ON FUNCTION scorekit.predict_batch(text, jsonb) IS
@@ -292,7 +292,7 @@ CREATE OR REPLACE FUNCTION scorekit.attach(
     engine text DEFAULT 'auto'
 ) RETURNS text
 LANGUAGE plpython3u VOLATILE AS $$
-if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].attach(tbl, model, mode, outputs, features, version_column, on_error,
                              engine)
 $$;
@@ -302,7 +302,7 @@ COMMENT ON FUNCTION scorekit.attach(regclass, text, text, jsonb, jsonb, text, te
 
 CREATE OR REPLACE FUNCTION scorekit.detach(tbl regclass) RETURNS text
 LANGUAGE plpython3u VOLATILE AS $$
-if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].detach(tbl)
 $$;
 
@@ -310,7 +310,7 @@ CREATE OR REPLACE FUNCTION scorekit.rescore(tbl regclass, stale_only boolean DEF
                                             batch_size integer DEFAULT 10000)
 RETURNS bigint
 LANGUAGE plpython3u VOLATILE AS $$
-if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].rescore(tbl, stale_only, batch_size)
 $$;
 COMMENT ON FUNCTION scorekit.rescore(regclass, boolean, integer) IS
@@ -342,14 +342,56 @@ ALTER TABLE scorekit.attachments ENABLE ALWAYS TRIGGER scorekit_changed;
 
 CREATE OR REPLACE FUNCTION scorekit._row_trigger() RETURNS trigger
 LANGUAGE plpython3u AS $$
-if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].score_row(TD)
 $$;
 
 CREATE OR REPLACE FUNCTION scorekit._inserted_trigger() RETURNS trigger
 LANGUAGE plpython3u AS $$
-if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
 return GD["scorekit"].score_inserted(TD)
+$$;
+
+CREATE OR REPLACE FUNCTION scorekit._updated_row_trigger() RETURNS trigger
+LANGUAGE plpython3u AS $$
+if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
+return GD["scorekit"].note_updated(TD)
+$$;
+
+CREATE OR REPLACE FUNCTION scorekit._updated_trigger() RETURNS trigger
+LANGUAGE plpython3u AS $$
+if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
+return GD["scorekit"].score_updated(TD)
+$$;
+
+-- Tables attached in mode 'statement' by an earlier install rescored an UPDATE of their features
+-- with a BEFORE ... FOR EACH ROW trigger, for which PostgreSQL locks every row an UPDATE writes,
+-- the statement mode's own write-back included. They get the AFTER triggers attach now creates,
+-- on the same columns.
+DO $$
+DECLARE
+    attached record;
+BEGIN
+    FOR attached IN
+        SELECT t.tgrelid::regclass AS tbl,
+               (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', '
+                                             ORDER BY a.attnum)
+                FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::int2[])) AS columns
+        FROM pg_catalog.pg_trigger t JOIN scorekit.attachments s ON s.tbl = t.tgrelid
+        WHERE t.tgname = 'scorekit_row' AND s.mode = 'statement'
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER scorekit_row ON %s', attached.tbl);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER scorekit_updated_row AFTER UPDATE OF %s ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION scorekit._updated_row_trigger()',
+            attached.columns, attached.tbl);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER scorekit_updated AFTER UPDATE OF %s ON %s '
+            'FOR EACH STATEMENT EXECUTE FUNCTION scorekit._updated_trigger()',
+            attached.columns, attached.tbl);
+    END LOOP;
+END
 $$;
 
 -- --- privileges ---------------------------------------------------------------------------------
@@ -367,7 +409,7 @@ GRANT INSERT ON scorekit.errors TO scorekit_scorer;
 GRANT EXECUTE ON FUNCTION scorekit._boot(), scorekit.champion(text),
     scorekit.predict(text, jsonb), scorekit.predict_batch(text, jsonb),
     scorekit.rescore(regclass, boolean, integer), scorekit._row_trigger(),
-    scorekit._inserted_trigger()
+    scorekit._inserted_trigger(), scorekit._updated_row_trigger(), scorekit._updated_trigger()
     TO scorekit_scorer;
 
 -- Publishing adds versions (never changes one) and moves the champion. Attaching a table also

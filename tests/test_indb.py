@@ -366,7 +366,7 @@ def use_clock(conn, clock: str) -> None:
     'query': make it ask with a query instead, as where ctypes can't find the functions."""
     conn.execute(
         f"""DO LANGUAGE plpython3u $$
-        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
         if {clock == "query"}:
             GD["scorekit"]._statement_clock = None
         elif GD["scorekit"]._statement_clock is None:
@@ -420,7 +420,7 @@ def reads(conn) -> int:
     conn.execute(
         """CREATE OR REPLACE FUNCTION pg_temp.scorekit_reads() RETURNS integer
         LANGUAGE plpython3u AS $$
-        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
         return GD["scorekit"].reads
         $$"""
     )
@@ -505,7 +505,7 @@ def snapshot_mode(conn, force: str | None = None) -> str:
     conn.execute(
         """CREATE OR REPLACE FUNCTION pg_temp.scorekit_snapshot_mode(force text) RETURNS text
         LANGUAGE plpython3u AS $$
-        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
         runtime = GD["scorekit"]
         if force == "query":
             runtime._snapshot_reader = runtime._unverified_reader = None
@@ -558,7 +558,7 @@ def test_a_snapshot_reading_that_disagrees_with_the_server_is_not_used(conn) -> 
     conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
     conn.execute(
         """DO LANGUAGE plpython3u $$
-        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
         from scorekit import _plpython
         shown = plpy.execute("SELECT pg_catalog.pg_current_snapshot()::text AS s")[0]["s"]
         xmin, xmax, listed = shown.split(":")
@@ -719,13 +719,227 @@ def test_statement_mode_writes_the_engines_probabilities_exactly(
         conn.execute("DROP TABLE exact")
 
 
+def _write_back_paths(conn, table: str) -> set[str]:
+    """Which write-back UPDATEs this connection has prepared for ``table``: "range" finds the
+    rows by key range, "key" joins their keys."""
+    conn.execute(
+        """CREATE OR REPLACE FUNCTION pg_temp.write_back_paths(tbl oid) RETURNS text[]
+        LANGUAGE plpython3u AS $$
+        plans = GD["scorekit"]._tables[str(tbl)].write_plans
+        return sorted({"range" if ranged else "key" for _, ranged in plans})
+        $$"""
+    )
+    (paths,) = conn.execute(
+        "SELECT pg_temp.write_back_paths(%s::regclass::oid)", [table]
+    ).fetchone()
+    return set(paths)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        pytest.param(list(range(11, 311)), id="ascending"),
+        pytest.param(list(range(310, 10, -1)), id="descending"),
+        pytest.param([i * 7 % 300 + 11 for i in range(300)], id="shuffled"),
+        pytest.param([11, *range(13, 312)], id="gap"),
+        pytest.param([*range(11, 161), *range(11 + 1000, 161 + 1000)], id="two-ranges"),
+    ],
+)
+@pytest.mark.parametrize("key_type", ["smallint", "integer", "bigint", "numeric"])
+def test_statement_mode_writes_back_by_key_range_or_by_key(
+    conn, db, published, session_store, data_dir, ids, key_type
+) -> None:
+    """Scores reach the rows of their own keys whichever way the write-back finds them: by
+    range where a chunk's integer keys are every number from the lowest to the highest (in any
+    order), by key otherwise; rows already in the table, in or around the range, keep theirs."""
+    name, version = published["audit"]
+    create_table(
+        conn,
+        "ranged",
+        f"id {key_type} PRIMARY KEY",
+        "prediction integer, probability_0 double precision, probability_1 double precision",
+    )
+    rows = csv_rows(data_dir)[: len(ids) + 20]
+    old, new = rows[:20], rows[20:]
+    old_ids = [*range(1, 11), 312, *range(1161, 1170)]  # below, between and above the new keys
+    try:
+        _db.attach("ranged", name, mode="statement", dsn=db)
+        for keys, batch in ((old_ids, old), (ids, new)):
+            values = [[None if r[f] == "N/A" else r[f] for f, _, _ in FEATURES] for r in batch]
+            unnest = ", ".join(f"%s::{kind}[]" for _, _, kind in FEATURES)
+            conn.execute(
+                f"INSERT INTO ranged (id, {COLUMNS}) SELECT * FROM unnest(%s::{key_type}[], "
+                f"{unnest})",
+                [keys, *(list(c) for c in zip(*values, strict=True))],
+            )
+        want = expected(session_store, name, version, old + new)
+        order = np.argsort(np.array(old_ids + ids), kind="stable")
+        got = conn.execute(
+            "SELECT prediction, probability_0, probability_1 FROM ranged ORDER BY id"
+        ).fetchall()
+        assert [g[0] for g in got] == want["prediction"][order].tolist()
+        np.testing.assert_allclose(
+            [g[2] for g in got], want["probability(1)"][order], rtol=0, atol=TOLERANCE
+        )
+        np.testing.assert_allclose(
+            [g[1] for g in got], want["probability(0)"][order], rtol=0, atol=TOLERANCE
+        )
+        # the rows already there are not a range: they were written back by key
+        ranged = key_type != "numeric" and sorted(ids) == [*range(min(ids), max(ids) + 1)]
+        assert _write_back_paths(conn, "ranged") == ({"key", "range"} if ranged else {"key"})
+    finally:
+        conn.execute("DROP TABLE ranged")
+
+
+def _older(row: dict[str, str], years: int) -> dict[str, str]:
+    return {**row, "Age": row["Age"] if row["Age"] == "N/A" else str(int(row["Age"]) + years)}
+
+
+@pytest.mark.parametrize("mode", ["row", "statement"])
+@pytest.mark.parametrize("how", ["every-row", "some-rows", "one-row-each"])
+def test_an_update_of_a_feature_scores_its_rows_again(
+    conn, db, published, session_store, data_dir, table, mode, how
+) -> None:
+    """In either mode an UPDATE of feature columns leaves each row it changed scored for its new
+    values (the statement mode at the end of the UPDATE); the other rows keep their scores, and
+    an UPDATE of other columns scores nothing."""
+    name, version = published["audit"]
+    rows = csv_rows(data_dir)[:300]
+    _db.attach(table, name, mode=mode, version_column="model_version", dsn=db)
+    load(conn, table, rows)
+    ids = [i for (i,) in conn.execute(f"SELECT id FROM {table} ORDER BY id").fetchall()]
+    changed = {
+        "every-row": set(range(len(rows))),
+        "some-rows": set(range(0, len(rows), 3)),
+        "one-row-each": {5, 17, 250},
+    }[how]
+    if how == "one-row-each":
+        with conn.transaction():
+            for i in sorted(changed):
+                conn.execute(
+                    f"UPDATE {table} SET age = age + 40, employment = 'Private' WHERE id = %s",
+                    [ids[i]],
+                )
+    else:
+        conn.execute(
+            f"UPDATE {table} SET age = age + 40, employment = 'Private' WHERE id = ANY (%s)",
+            [[ids[i] for i in changed]],
+        )
+    conn.execute(f"UPDATE {table} SET batch = 7")  # no feature: nothing is scored
+    now = [
+        {**_older(row, 40), "Employment": "Private"} if i in changed else row
+        for i, row in enumerate(rows)
+    ]
+    assert_scored(conn, table, expected(session_store, name, version, now), version)
+
+
+@pytest.mark.parametrize("on_error", ["raise", "null"])
+def test_a_bad_value_in_an_update_of_the_statement_mode_is_named(
+    conn, db, published, table, on_error
+) -> None:
+    name, version = published["audit"]
+    _db.attach(table, name, mode="statement", on_error=on_error, dsn=db)
+    conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD}), ({GOOD}), ({GOOD})")
+    first, bad, last = [i for (i,) in conn.execute(f"SELECT id FROM {table} ORDER BY id")]
+    before = conn.execute(f"SELECT probability_1 FROM {table} ORDER BY id").fetchall()
+    update = f"UPDATE {table} SET employment = CASE id WHEN {bad} THEN 'Martian' ELSE 'Private' END"
+    if on_error == "raise":
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+            conn.execute(update)
+        message = caught.value.diag.message_primary
+        assert f"model {name}@{version} can't score row (id={bad}) updated by this UPDATE" in (
+            message or ""
+        )
+        assert "'Martian'" in (message or "")
+        assert caught.value.diag.column_name == "employment"
+        kept = conn.execute(f"SELECT employment, probability_1 FROM {table} ORDER BY id")
+        assert [r[0] for r in kept.fetchall()] == ["Private"] * 3  # the UPDATE was undone
+        return
+    errors_before = conn.execute("SELECT coalesce(max(id), 0) FROM scorekit.errors").fetchone()[0]
+    conn.execute(update)
+    got = conn.execute(f"SELECT id, prediction, probability_1 FROM {table} ORDER BY id").fetchall()
+    assert got[1][1:] == (None, None)
+    assert got[0][2] is not None and got[2][2] is not None and got[0][0] == first
+    assert got[2][0] == last and before[1][0] is not None
+    (key, message) = conn.execute(
+        "SELECT row_key, message FROM scorekit.errors WHERE id > %s", [errors_before]
+    ).fetchone()
+    assert key == {"id": str(bad)}
+    assert f"row (id={bad}) updated by this UPDATE on public.applications" in message
+
+
+def test_an_update_finds_its_rows_by_keys_of_any_type(
+    conn, db, published, session_store, data_dir
+) -> None:
+    """The statement mode's UPDATE trigger notes each row's key as PL/Python hands it over
+    (bytes, a date as text, a bool, a float) and finds the row again by it."""
+    name, version = published["audit"]
+    create_table(
+        conn,
+        "keyed",
+        "tag bytea, day date, flag boolean, weight double precision, "
+        "PRIMARY KEY (tag, day, flag, weight)",
+        "prediction integer, probability_0 double precision, probability_1 double precision",
+    )
+    rows = csv_rows(data_dir)[:40]
+    try:
+        _db.attach("keyed", name, mode="statement", dsn=db)
+        values = [[None if r[f] == "N/A" else r[f] for f, _, _ in FEATURES] for r in rows]
+        unnest = ", ".join(f"%s::{kind}[]" for _, _, kind in FEATURES)
+        conn.execute(
+            f"INSERT INTO keyed (tag, day, flag, weight, {COLUMNS}) SELECT "
+            "pg_catalog.decode(lpad(to_hex(n), 4, '0') || '5c22', 'hex'), "
+            f"date '2026-01-01' + n::integer, n %% 2 = 0, n / 3.0, {COLUMNS} "
+            f"FROM unnest({unnest}) WITH ORDINALITY AS f({COLUMNS}, n)",
+            [*(list(c) for c in zip(*values, strict=True))],
+        )
+        conn.execute("UPDATE keyed SET age = age + 40 WHERE day < date '2026-01-21'")
+        now = [_older(row, 40) if i < 19 else row for i, row in enumerate(rows)]
+        want = expected(session_store, name, version, now)
+        got = conn.execute("SELECT prediction, probability_1 FROM keyed ORDER BY day").fetchall()
+        assert [g[0] for g in got] == want["prediction"].tolist()
+        np.testing.assert_allclose(
+            [g[1] for g in got], want["probability(1)"], rtol=0, atol=TOLERANCE
+        )
+    finally:
+        conn.execute("DROP TABLE keyed")
+
+
+def test_install_moves_the_statement_mode_off_a_before_update_trigger(
+    conn, db, published, table
+) -> None:
+    """A table attached in mode 'statement' by an earlier install kept a BEFORE UPDATE row
+    trigger; installing again replaces it with the AFTER triggers, on the same columns."""
+    name, _ = published["audit"]
+    _db.attach(table, name, mode="statement", dsn=db)
+    for trigger in ("scorekit_updated_row", "scorekit_updated"):
+        conn.execute(f"DROP TRIGGER {trigger} ON {table}")
+    conn.execute(
+        f"CREATE TRIGGER scorekit_row BEFORE UPDATE OF age, hours ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION scorekit._row_trigger()"
+    )
+    _db.install(db)
+    triggers = dict(
+        conn.execute(
+            "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger "
+            "WHERE tgrelid = %s::regclass ORDER BY 1",
+            [table],
+        ).fetchall()
+    )
+    assert sorted(triggers) == ["scorekit_inserted", "scorekit_updated", "scorekit_updated_row"]
+    assert "AFTER UPDATE OF age, hours" in triggers["scorekit_updated_row"]
+    assert "FOR EACH ROW" in triggers["scorekit_updated_row"]
+    assert "AFTER UPDATE OF age, hours" in triggers["scorekit_updated"]
+    assert "FOR EACH STATEMENT" in triggers["scorekit_updated"]
+
+
 def test_a_connection_older_than_an_upgrade_is_asked_to_reconnect(conn, db, published, table):
     name, _ = published["audit"]
     _db.attach(table, name, dsn=db)
     # A runtime of this API that an older _boot made (no GD["scorekit_api"]) is kept.
     conn.execute(
         """DO LANGUAGE plpython3u $$
-        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
         del GD["scorekit_api"]
         $$"""
     )
@@ -734,7 +948,7 @@ def test_a_connection_older_than_an_upgrade_is_asked_to_reconnect(conn, db, publ
     # a runtime of another API in GD.
     conn.execute(
         """DO LANGUAGE plpython3u $$
-        if GD.get("scorekit_api") != 3: plpy.execute("SELECT scorekit._boot()")
+        if GD.get("scorekit_api") != 4: plpy.execute("SELECT scorekit._boot()")
         GD["scorekit"].API = 1
         del GD["scorekit_api"]
         $$"""
