@@ -388,6 +388,29 @@ def test_a_shallow_forest_scores_a_batch_as_it_scores_each_record(
     np.testing.assert_array_equal(batch, np.array(one_by_one, dtype=float))
 
 
+@pytest.mark.parametrize("missing", [0.0, 0.2])
+@pytest.mark.parametrize("strategy", ["none", "lastPrediction", "nullPrediction", "defaultChild"])
+def test_the_coded_dense_form_picks_the_walks_leaves(
+    tmp_path: Path, strategy: str, missing: float
+) -> None:
+    """The coded dense form (a tree's test outcomes as the bits of a number that picks its leaf
+    from a table, see CompiledForest) picks the leaves of the nested np.where and of the walk,
+    missing values included, where it takes the batch and where it hands it over."""
+    path = tmp_path / "tree.pmml"
+    path.write_text(document(tree(strategy, "returnLastPrediction", "regression")))
+    model = load_model(path, engine="native")
+    forest = model.scorer.plan.forest
+    assert forest.coded_trees() is not None
+    batches: list[Any] = []  # the feature rows the forest is handed
+    coded_leaves = forest._coded_leaves
+    forest._coded_leaves = lambda x_rows: batches.append(x_rows) or coded_leaves(x_rows)
+    model.predict_columns(random_columns(n=2 * forest.DENSE_MIN_ROWS, missing=missing))
+    x_rows = np.vstack(batches[0])
+    walked = forest._walk(x_rows)
+    np.testing.assert_array_equal(forest._dense_leaves(x_rows), walked)
+    np.testing.assert_array_equal(coded_leaves(x_rows), walked)
+
+
 def test_spec_semantics_where_the_reference_differs(tmp_path: Path) -> None:
     """round(missing) is missing (the reference gives 0); Discretize uses its defaultValue for a
     value in no bin (the reference gives missing)."""
