@@ -62,7 +62,8 @@ ON_ERROR = ("raise", "null")
 MODEL_CACHE_SIZE = 8  # loaded (name, version, engine) per connection; the oldest is dropped
 CHUNK_ROWS = 10_000  # rows per vectorised call when a statement or a rescore scores many rows
 
-ROW_TRIGGER = "scorekit_row"  # BEFORE INSERT OR UPDATE ... FOR EACH ROW: score in the row
+# mode 'row': BEFORE INSERT OR UPDATE OF <features> ... FOR EACH ROW scores the row in place
+ROW_TRIGGER = "scorekit_row"
 # mode 'statement': AFTER INSERT ... FOR EACH STATEMENT scores the statement's rows; an UPDATE of
 # the features is scored at its end too, the row trigger noting each row's key for the other
 INSERTED_TRIGGER = "scorekit_inserted"
@@ -70,7 +71,7 @@ UPDATED_ROW_TRIGGER = "scorekit_updated_row"  # AFTER UPDATE OF <features> ... F
 UPDATED_TRIGGER = "scorekit_updated"  # AFTER UPDATE OF <features> ... FOR EACH STATEMENT
 TRIGGERS = (ROW_TRIGGER, INSERTED_TRIGGER, UPDATED_ROW_TRIGGER, UPDATED_TRIGGER)
 TRANSITION_TABLE = "scorekit_new"
-UPDATED = "updated"  # the action of score_updated, for messages
+ACTION_UPDATED = "updated"  # what score_updated scores, as messages name it (not a trigger)
 
 SNAPSHOT_TRIES = 20  # disagreements of a SnapshotReader before the query is kept for good
 # (xmin, xmax, the sorted in-progress xids), in 32 bits: a snapshot as a SnapshotReader reads it
@@ -462,6 +463,14 @@ class Runtime:
         )
         return [r["name"] for r in rows]
 
+    def _has_parent(self, oid: str) -> bool:
+        rows = self._query(
+            "SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid OPERATOR(pg_catalog.=) $1::oid",
+            ["text"],
+            [oid],
+        )
+        return bool(rows)
+
     def _key_equality(self, table: str) -> list[tuple[str, str]]:
         """For each primary key column, in key order: the type its index compares as and the
         schema of that comparison's = operator, so that the write-back names the very operator
@@ -533,6 +542,12 @@ class Runtime:
                     f"{self.plpy.quote_ident(version_column)} integer"
                 )
         key = self._primary_key(oid)
+        if mode == "statement" and self._has_parent(oid):
+            raise UsageError(
+                f"{table} is a partition or inherits from another table, and PostgreSQL fires "
+                "no statement trigger of it for an INSERT or UPDATE made through its parent, so "
+                "mode 'statement' would leave those rows unscored; attach with mode 'row'"
+            )
         if mode == "statement" and not key:
             raise UsageError(
                 f"mode 'statement' writes the scores back by primary key, and {table} has none; "
@@ -862,7 +877,10 @@ class Runtime:
         state = self.current(oid, lambda: self._table_name(td))
         noted = self._updated.get(oid)
         if noted is None or noted[0] != state.statement:
-            # keys an UPDATE that failed before its statement trigger left are dropped
+            # Keys left by an UPDATE that failed before its statement trigger are dropped. Within
+            # one top-level statement (a DO block or function whose UPDATE failed in a
+            # subtransaction) they stay, and the next UPDATE's statement trigger scores their
+            # rows too: read again from the table, they get the scores of their current values.
             noted = self._updated[oid] = (state.statement, [])
         new = td["new"]
         noted[1].append([_key_text(new[k]) for k in state.key_columns])
@@ -895,7 +913,17 @@ class Runtime:
         )
         where = f"WHERE EXISTS (SELECT FROM ROWS FROM ({unnest}) AS u({names}) WHERE {matches})"
         keys = [array_literal(list(column)) for column in zip(*noted[1], strict=True)]
-        self._score_rows(state, state.table, where, keys, UPDATED)
+        try:
+            self._score_rows(state, state.table, where, keys, ACTION_UPDATED)
+        except self.plpy.SPIError as exc:
+            if getattr(exc, "sqlstate", None) != "42501":
+                raise
+            raise UsageError(
+                f"{state.table} is attached in mode 'statement', which scores an UPDATE of its "
+                f"features by reading the rows again and writing their scores back, and this "
+                f"role may not read them ({exc}); GRANT SELECT, UPDATE ON {state.table} to the "
+                "updating role, or attach in mode 'row'"
+            ) from None
 
     @_edge
     def rescore(self, tbl: str | None, stale_only: bool | None, batch_size: int | None) -> int:
@@ -1071,8 +1099,9 @@ class Runtime:
                 raise
             raise UsageError(
                 f"{state.table} is attached in mode 'statement', which writes the scores back "
-                f"with an UPDATE after the INSERT, and this role may not update it ({exc}); "
-                f"GRANT UPDATE ON {state.table} to the inserting role, or attach in mode 'row'"
+                f"with an UPDATE by primary key after an INSERT or an UPDATE of the features, "
+                f"and this role may not make it ({exc}); GRANT SELECT, UPDATE ON {state.table} "
+                "to the inserting or updating role, or attach in mode 'row'"
             ) from None
 
     def _write_back_sql(
@@ -1217,7 +1246,7 @@ class Runtime:
         where = f"row {row + 1}{key} of this {action} on {state.table}"
         if action == "rescore":
             where = f"row{key} of {state.table}"
-        elif action == UPDATED:  # rows read again by key after the UPDATE: their order is not its
+        elif action == ACTION_UPDATED:  # read again after the UPDATE: their order is not its
             where = f"row{key} updated by this UPDATE on {state.table}"
         return f"model {state.model.ref} can't score {where}: {problems}"
 
@@ -1242,9 +1271,10 @@ def _key_text(value: Any) -> str:
 
 
 def _key_span(keys: Sequence[Any]) -> tuple[int, list[int] | None] | None:
-    """For the keys of one integer column, as its text form: (the lowest key, None when the keys
-    ascend one by one, or else the rows' order by key) when they are every integer from the
-    lowest to the highest once each; None when they are not."""
+    """For the keys of one integer column, in their text form, when they are every integer from
+    the lowest to the highest once each: (the lowest key, ``order``), where ``order`` is None if
+    the keys already ascend one by one, else the rows' positions sorted by their keys (row
+    ``order[p]`` has key lowest + p). None when they are not such a run."""
     if not keys:
         return None
     try:

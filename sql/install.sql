@@ -27,7 +27,9 @@
 --   in their SQL is schema-qualified or matches a pg_catalog object exactly
 --   (pg_catalog.unnest, pg_catalog.array_agg, oid = oid rather than regclass = regclass, the
 --   primary key compared with its index's own operator, OPERATOR(schema.=), arithmetic done
---   in Python); tests plant such objects and score through every entry point.
+--   in Python or with OPERATOR(pg_catalog.-)); tests plant such objects and score through every
+--   entry point. This script runs as a superuser with the installer's search_path: its own SQL
+--   outside functions qualifies the same way.
 
 CREATE SCHEMA IF NOT EXISTS scorekit;
 COMMENT ON SCHEMA scorekit IS 'scorekit: models, deployments and in-database scoring';
@@ -377,11 +379,18 @@ BEGIN
                (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', '
                                              ORDER BY a.attnum)
                 FROM pg_catalog.pg_attribute a
-                WHERE a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::int2[])) AS columns
-        FROM pg_catalog.pg_trigger t JOIN scorekit.attachments s ON s.tbl = t.tgrelid
-        WHERE t.tgname = 'scorekit_row' AND s.mode = 'statement'
+                WHERE a.attrelid OPERATOR(pg_catalog.=) t.tgrelid
+                  AND a.attnum OPERATOR(pg_catalog.=) ANY (t.tgattr::int2[])) AS columns
+        FROM pg_catalog.pg_trigger t JOIN scorekit.attachments s
+          ON s.tbl::oid OPERATOR(pg_catalog.=) t.tgrelid
+        WHERE t.tgname OPERATOR(pg_catalog.=) 'scorekit_row'::name
+          AND s.mode OPERATOR(pg_catalog.=) 'statement'::text
     LOOP
+        CONTINUE WHEN attached.columns IS NULL;  -- not one attach made: left alone
         EXECUTE pg_catalog.format('DROP TRIGGER scorekit_row ON %s', attached.tbl);
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS scorekit_updated_row ON %s',
+                                  attached.tbl);
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS scorekit_updated ON %s', attached.tbl);
         EXECUTE pg_catalog.format(
             'CREATE TRIGGER scorekit_updated_row AFTER UPDATE OF %s ON %s '
             'FOR EACH ROW EXECUTE FUNCTION scorekit._updated_row_trigger()',

@@ -808,6 +808,8 @@ def test_an_update_of_a_feature_scores_its_rows_again(
     _db.attach(table, name, mode=mode, version_column="model_version", dsn=db)
     load(conn, table, rows)
     ids = [i for (i,) in conn.execute(f"SELECT id FROM {table} ORDER BY id").fetchall()]
+    versions = f"SELECT xmin::text FROM {table} ORDER BY id"  # each row version's writer
+    written = [x for (x,) in conn.execute(versions).fetchall()]
     changed = {
         "every-row": set(range(len(rows))),
         "some-rows": set(range(0, len(rows), 3)),
@@ -825,12 +827,15 @@ def test_an_update_of_a_feature_scores_its_rows_again(
             f"UPDATE {table} SET age = age + 40, employment = 'Private' WHERE id = ANY (%s)",
             [[ids[i] for i in changed]],
         )
-    conn.execute(f"UPDATE {table} SET batch = 7")  # no feature: nothing is scored
+    rewritten = [x for (x,) in conn.execute(versions).fetchall()]
+    assert [i for i in range(len(rows)) if rewritten[i] != written[i]] == sorted(changed)
     now = [
         {**_older(row, 40), "Employment": "Private"} if i in changed else row
         for i, row in enumerate(rows)
     ]
     assert_scored(conn, table, expected(session_store, name, version, now), version)
+    conn.execute(f"UPDATE {table} SET batch = 7, model_version = NULL")  # no feature
+    assert conn.execute(f"SELECT count(model_version) FROM {table}").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("on_error", ["raise", "null"])
@@ -905,6 +910,51 @@ def test_an_update_finds_its_rows_by_keys_of_any_type(
         conn.execute("DROP TABLE keyed")
 
 
+def test_the_statement_mode_tells_a_role_what_to_grant(conn, db, published, table) -> None:
+    """Its write-back UPDATE and, for an UPDATE of features, its read of the rows again need
+    privileges beyond the statement's own: a role without them is told which to grant."""
+    name, _ = published["audit"]
+    _db.attach(table, name, mode="statement", dsn=db)
+
+    def as_scorer(statement: str) -> None:
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE sk_test_scorer")
+            conn.execute(statement)
+
+    conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})")
+    conn.execute(f"GRANT INSERT, UPDATE ON {table} TO sk_test_scorer")
+    for statement in (
+        f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})",
+        f"UPDATE {table} SET age = 50",
+    ):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="GRANT SELECT, UPDATE ON"):
+            as_scorer(statement)
+    conn.execute(f"GRANT SELECT ON {table} TO sk_test_scorer")
+    as_scorer(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})")
+    as_scorer(f"UPDATE {table} SET age = 50")
+    conn.execute(f"REVOKE ALL ON {table} FROM sk_test_scorer")
+    assert conn.execute(f"SELECT count(prediction) FROM {table}").fetchone()[0] == 2
+
+
+def test_the_statement_mode_is_refused_for_a_child_table(conn, db, published) -> None:
+    """Rows written through a parent fire no statement trigger of the child."""
+    name, _ = published["audit"]
+    create_table(
+        conn,
+        "parent",
+        "id bigint GENERATED ALWAYS AS IDENTITY",
+        "prediction integer, probability_0 double precision, probability_1 double precision",
+    )
+    try:
+        conn.execute("ALTER TABLE parent ADD PRIMARY KEY (id)")
+        conn.execute("CREATE TABLE child (LIKE parent INCLUDING ALL) INHERITS (parent)")
+        with pytest.raises(scorekit.UsageError, match="inherits from another table"):
+            _db.attach("child", name, mode="statement", dsn=db)
+        _db.attach("child", name, mode="row", dsn=db)
+    finally:
+        conn.execute("DROP TABLE parent CASCADE")
+
+
 def test_install_moves_the_statement_mode_off_a_before_update_trigger(
     conn, db, published, table
 ) -> None:
@@ -919,6 +969,7 @@ def test_install_moves_the_statement_mode_off_a_before_update_trigger(
         "FOR EACH ROW EXECUTE FUNCTION scorekit._row_trigger()"
     )
     _db.install(db)
+    _db.install(db)  # again: nothing left to move
     triggers = dict(
         conn.execute(
             "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger "
@@ -931,6 +982,10 @@ def test_install_moves_the_statement_mode_off_a_before_update_trigger(
     assert "FOR EACH ROW" in triggers["scorekit_updated_row"]
     assert "AFTER UPDATE OF age, hours" in triggers["scorekit_updated"]
     assert "FOR EACH STATEMENT" in triggers["scorekit_updated"]
+    conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD})")
+    conn.execute(f"UPDATE {table} SET prediction = NULL, model_version = NULL")
+    conn.execute(f"UPDATE {table} SET hours = 40")
+    assert conn.execute(f"SELECT prediction FROM {table}").fetchone()[0] is not None
 
 
 def test_a_connection_older_than_an_upgrade_is_asked_to_reconnect(conn, db, published, table):

@@ -289,7 +289,8 @@ class CompiledForest:
     DENSE_TESTS_PER_LEVEL = 3
     DENSE_MIN_ROWS = 256  # below this, numpy's cost per call outweighs the dense form's saving
     DENSE_CHUNK_ROWS = 16384
-    CODED_MAX_TESTS = 8  # bits of a tree's number: its table has 2**8 leaves at most
+    # a tree's tests for the coded form: its number's bits, in a uint8 (more would overflow it)
+    CODED_MAX_TESTS = 8
 
     def __init__(self, flat: FlatForest) -> None:
         self.features = flat.features
@@ -387,11 +388,11 @@ class CompiledForest:
             return self._dense_leaves(np.vstack(x_rows))
         n = len(x_rows[0])
         # one row per distinct test, and a last one that is always 0 (the bits a tree lacks)
-        outcomes = np.zeros((len(coded.rows) + 1, n), dtype=bool)
+        outcomes = np.zeros((len(coded.feature_rows) + 1, n), dtype=bool)
         missing: dict[int, np.ndarray] = {}
         with np.errstate(invalid="ignore"):
             for i, (f, threshold, missing_hits) in enumerate(
-                zip(coded.rows, coded.thresholds, coded.missing_hits, strict=True)
+                zip(coded.feature_rows, coded.thresholds, coded.missing_hits, strict=True)
             ):
                 np.less_equal(x_rows[f], threshold, out=outcomes[i])  # NaN: a miss
                 if missing_hits and missing_rows[f]:
@@ -480,10 +481,10 @@ class CodedTrees(NamedTuple):
     """The coded dense form of a forest (see CompiledForest): its distinct tests, which of them
     each tree takes as each bit of its number, and each tree's table of leaves by number."""
 
-    rows: list[int]  # each distinct test's feature row ...
+    feature_rows: list[int]  # each distinct test's feature row ...
     thresholds: list[float]  # ... its threshold ...
     missing_hits: list[bool]  # ... and whether a missing value counts as a hit
-    tests_by_bit: list[np.ndarray]  # for bit j: each tree's test (len(rows): none, always 0)
+    tests_by_bit: list[np.ndarray]  # for bit j: each tree's test (len(feature_rows): none, 0)
     leaf_rows: np.ndarray  # every tree's table, one after the other
     table_starts: np.ndarray  # (trees, 1): where each tree's table starts in leaf_rows
     missing_elsewhere: list[int]  # feature rows a node sends a missing value to neither child
@@ -526,7 +527,7 @@ class CodedTrees(NamedTuple):
             return None  # no tests: the nested np.where has nothing to do either
         none = len(tests)
         return cls(
-            rows=[f for f, _, _ in tests],
+            feature_rows=[f for f, _, _ in tests],
             thresholds=[t for _, t, _ in tests],
             missing_hits=[m for _, _, m in tests],
             tests_by_bit=[
