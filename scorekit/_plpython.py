@@ -902,33 +902,22 @@ class Runtime:
         state = self.current(oid, lambda: self._table_name(td))
         if noted[0] != state.statement:
             return  # noted by an UPDATE that failed; this one updated no row
-        quote = self.plpy.quote_ident
-        if state.key_equality is None:
-            state.key_equality = self._key_equality(state.table)
         names = ", ".join(f"k{i}" for i in range(len(state.key_columns)))
         unnest = ", ".join(
             f"pg_catalog.unnest(${i + 1}::text::{state.types[k].type}[])"
             for i, k in enumerate(state.key_columns)
         )
-        matches = " AND ".join(
-            f"{state.table}.{quote(k)}::{cast} OPERATOR({schema}.=) u.k{i}::{cast}"
-            for i, (k, (cast, schema)) in enumerate(
-                zip(state.key_columns, state.key_equality, strict=True)
-            )
-        )
+        matches = self._key_matches(state, state.table, "u")
         where = f"WHERE EXISTS (SELECT FROM ROWS FROM ({unnest}) AS u({names}) WHERE {matches})"
         keys = [array_literal(list(column)) for column in zip(*noted[1], strict=True)]
-        try:
-            self._score_rows(state, state.table, where, keys, ACTION_UPDATED)
-        except self.plpy.SPIError as exc:
-            if getattr(exc, "sqlstate", None) != "42501":
-                raise
-            raise UsageError(
-                f"{state.table} is attached in mode 'statement', which scores an UPDATE of its "
-                f"features by reading the rows again and writing their scores back, and this "
-                f"role may not read them ({exc}); GRANT SELECT, UPDATE ON {state.table} to the "
-                "updating role, or attach in mode 'row'"
-            ) from None
+        self._score_rows(
+            state,
+            state.table,
+            where,
+            keys,
+            ACTION_UPDATED,
+            refused_read="scores an UPDATE of its features by reading the rows again",
+        )
 
     @_edge
     def rescore(self, tbl: str | None, stale_only: bool | None, batch_size: int | None) -> int:
@@ -972,6 +961,7 @@ class Runtime:
         args: list[Any],
         action: str,
         chunk_rows: int = CHUNK_ROWS,
+        refused_read: str | None = None,
     ) -> int:
         """Score the rows of ``source`` in chunks of one vectorised call each, and write the
         scores back by primary key. Returns the number of rows written."""
@@ -1001,13 +991,25 @@ class Runtime:
             plan = state.read_plans[sql] = self.plpy.prepare(sql, ["text"] * len(args))
         n_keys = len(state.key_columns)
         written = 0
-        for chunk in _fetch(self.plpy.cursor(plan, args)):
-            lists = [chunk[f"c{i}"] for i in range(len(selected))]
-            keys, values = lists[:n_keys], lists[n_keys:]
-            columns = {f: values[j] for j, (f, _) in enumerate(state.features)}
-            scored, one_minus = self._score_chunk(state, columns, keys, written, action)
-            self._write_back(state, keys, scored, one_minus)
-            written += len(keys[0]) if keys else 0
+        try:
+            cursor = self.plpy.cursor(plan, args)
+        except self.plpy.SPIError as exc:
+            if refused_read is None:
+                raise
+            self._refused(state, refused_read, exc)
+        try:
+            for chunk in _fetch(cursor):
+                lists = [chunk[f"c{i}"] for i in range(len(selected))]
+                keys, values = lists[:n_keys], lists[n_keys:]
+                columns = {f: values[j] for j, (f, _) in enumerate(state.features)}
+                # the whole statement in one small chunk: a record at a time (never one chunk of
+                # many, whose rows would then not all be scored alike)
+                alone = written == 0 and len(lists[0]) < chunk_rows
+                scored, one_minus = self._score_chunk(state, columns, keys, written, action, alone)
+                self._write_back(state, keys, scored, one_minus)
+                written += len(keys[0]) if keys else 0
+        finally:
+            cursor.close()  # else an exception's traceback may keep the portal open
         return written
 
     def _score_chunk(
@@ -1017,11 +1019,13 @@ class Runtime:
         keys: list[list[Any]],
         offset: int,
         action: str,
+        alone: bool = False,
     ) -> tuple[dict[str, list[Any]], tuple[str, str] | None]:
-        """The chunk's scores by output column (and "_version"), and _one_minus of them."""
+        """The chunk's scores by output column (and "_version"), and _one_minus of them.
+        ``alone``: the chunk holds all the rows being scored."""
         model = state.model
         n = len(next(iter(columns.values()))) if columns else 0
-        if n <= RECORD_ROWS:
+        if alone and n <= RECORD_ROWS:
             by_record = self._score_records(state, columns, n)
             if by_record is not None:
                 return by_record, None
@@ -1132,14 +1136,31 @@ class Runtime:
         try:
             self.plpy.execute(plan, arguments)
         except self.plpy.SPIError as exc:
-            if getattr(exc, "sqlstate", None) != "42501":
-                raise
-            raise UsageError(
-                f"{state.table} is attached in mode 'statement', which writes the scores back "
-                f"with an UPDATE by primary key after an INSERT or an UPDATE of the features, "
-                f"and this role may not make it ({exc}); GRANT SELECT, UPDATE ON {state.table} "
-                "to the inserting or updating role, or attach in mode 'row'"
-            ) from None
+            self._refused(state, "writes the scores back with an UPDATE by primary key", exc)
+
+    def _refused(self, state: TableScoring, doing: str, exc: Exception) -> NoReturn:
+        """Re-raise ``exc``, as what to grant where it says a privilege is missing (42501): the
+        statement mode reads and updates the table beyond what the statement itself does."""
+        if getattr(exc, "sqlstate", None) != "42501":
+            raise exc
+        raise UsageError(
+            f"{state.table} is attached in mode 'statement', which {doing}, and this role may not "
+            f"({exc}); GRANT SELECT, UPDATE ON {state.table} to the roles that insert or update "
+            "its rows, or attach in mode 'row'"
+        ) from None
+
+    def _key_matches(self, state: TableScoring, table: str, keys: str) -> str:
+        """SQL: the primary key of ``table`` equals the row of ``keys`` (k0, k1, ...), each column
+        with the = operator its index compares with (see _key_equality)."""
+        if state.key_equality is None:
+            state.key_equality = self._key_equality(state.table)
+        quote = self.plpy.quote_ident
+        return " AND ".join(
+            f"{table}.{quote(k)}::{cast} OPERATOR({schema}.=) {keys}.k{i}::{cast}"
+            for i, (k, (cast, schema)) in enumerate(
+                zip(state.key_columns, state.key_equality, strict=True)
+            )
+        )
 
     def _write_back_sql(
         self,
@@ -1193,13 +1214,7 @@ class Runtime:
         sql = (
             f"UPDATE {state.table} AS t SET {', '.join(sets)} "
             f"FROM ROWS FROM ({', '.join(keys + [f'pg_catalog.unnest({a})' for a in arrays])}) "
-            f"AS s({', '.join(names)}) WHERE "
-            + " AND ".join(
-                f"t.{quote(k)}::{cast} OPERATOR({schema}.=) s.k{i}::{cast}"
-                for i, (k, (cast, schema)) in enumerate(
-                    zip(state.key_columns, state.key_equality, strict=True)
-                )
-            )
+            f"AS s({', '.join(names)}) WHERE {self._key_matches(state, 't', 's')}"
         )
         return sql, ["text"] * (len(state.key_columns) + len(sent))
 

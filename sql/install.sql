@@ -386,7 +386,8 @@ BEGIN
         WHERE t.tgname OPERATOR(pg_catalog.=) 'scorekit_row'::name
           AND s.mode OPERATOR(pg_catalog.=) 'statement'::text
     LOOP
-        CONTINUE WHEN attached.columns IS NULL;  -- not one attach made: left alone
+        -- a trigger without a column list, which no attach creates: left as it is
+        CONTINUE WHEN attached.columns IS NULL;
         EXECUTE pg_catalog.format('DROP TRIGGER scorekit_row ON %s', attached.tbl);
         EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS scorekit_updated_row ON %s',
                                   attached.tbl);
