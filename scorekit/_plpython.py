@@ -963,8 +963,9 @@ class Runtime:
         chunk_rows: int = CHUNK_ROWS,
         refused_read: str | None = None,
     ) -> int:
-        """Score the rows of ``source`` in chunks of one vectorised call each, and write the
-        scores back by primary key. Returns the number of rows written."""
+        """Score the rows of ``source`` in chunks of one vectorised call each (or, where they
+        are at most RECORD_ROWS in all, a record at a time), and write the scores back by
+        primary key. Returns the number of rows written."""
         quote = self.plpy.quote_ident
         # Keys travel as text and back (every type round-trips through its text form).
         selected = [f"{quote(k)}::text" for k in state.key_columns]
