@@ -62,7 +62,8 @@ ON_ERROR = ("raise", "null")
 MODEL_CACHE_SIZE = 8  # loaded (name, version, engine) per connection; the oldest is dropped
 CHUNK_ROWS = 10_000  # rows per vectorised call when a statement or a rescore scores many rows
 # A statement of at most this many rows is scored a record at a time, as the row trigger scores:
-# numpy's fixed cost per call (~0.25 ms for logistic regression) is some 15 records' worth.
+# numpy's fixed cost per call (in a warm loop, 0.1 ms for logistic regression and 0.35 ms for
+# boosting) is some 17 and 45 records' worth.
 RECORD_ROWS = 8
 
 # mode 'row': BEFORE INSERT OR UPDATE OF <features> ... FOR EACH ROW scores the row in place
@@ -903,10 +904,7 @@ class Runtime:
         if noted[0] != state.statement:
             return  # noted by an UPDATE that failed; this one updated no row
         names = ", ".join(f"k{i}" for i in range(len(state.key_columns)))
-        unnest = ", ".join(
-            f"pg_catalog.unnest(${i + 1}::text::{state.types[k].type}[])"
-            for i, k in enumerate(state.key_columns)
-        )
+        unnest = ", ".join(_key_arrays(state))
         matches = self._key_matches(state, state.table, "u")
         where = f"WHERE EXISTS (SELECT FROM ROWS FROM ({unnest}) AS u({names}) WHERE {matches})"
         keys = [array_literal(list(column)) for column in zip(*noted[1], strict=True)]
@@ -1112,14 +1110,13 @@ class Runtime:
         ):
             computed = (at[one_minus[0]], at[one_minus[1]])
         sent = [j for j in range(len(targets)) if computed is None or j != computed[0]]
-        if state.key_equality is None:
-            state.key_equality = self._key_equality(state.table)
+        equality = self._key_comparison(state)
         # Where the chunk's keys are every integer from the lowest to the highest, the rows to
         # update are exactly those of that key range, whatever else the table holds (the key is
         # unique): one index range scan finds them, and each row's scores are its key's place in
         # the arrays, with no join. Rows inserted with an identity or serial key come so.
         span = None
-        if len(state.key_equality) == 1 and state.key_equality[0] in _INTEGER_KEYS:
+        if len(equality) == 1 and equality[0] in _INTEGER_KEYS:
             span = _key_span(keys[0])
         plan_key = (targets[computed[0]][0] if computed else None, span is not None)
         plan = state.write_plans.get(plan_key)
@@ -1153,15 +1150,19 @@ class Runtime:
     def _key_matches(self, state: TableScoring, table: str, keys: str) -> str:
         """SQL: the primary key of ``table`` equals the row of ``keys`` (k0, k1, ...), each column
         with the = operator its index compares with (see _key_equality)."""
-        if state.key_equality is None:
-            state.key_equality = self._key_equality(state.table)
         quote = self.plpy.quote_ident
         return " AND ".join(
             f"{table}.{quote(k)}::{cast} OPERATOR({schema}.=) {keys}.k{i}::{cast}"
             for i, (k, (cast, schema)) in enumerate(
-                zip(state.key_columns, state.key_equality, strict=True)
+                zip(state.key_columns, self._key_comparison(state), strict=True)
             )
         )
+
+    def _key_comparison(self, state: TableScoring) -> list[tuple[str, str]]:
+        """_key_equality of the state's table, read once per state."""
+        if state.key_equality is None:
+            state.key_equality = self._key_equality(state.table)
+        return state.key_equality
 
     def _write_back_sql(
         self,
@@ -1176,7 +1177,6 @@ class Runtime:
         ``key_range``, as the integer key range $1 to $2, each row's scores at its key's place.
         """
         quote = self.plpy.quote_ident
-        assert state.key_equality is not None
         # Arrays go in as text literals that PostgreSQL parses in C: PL/Python would convert a
         # list element by element through str() and the type's input function.
         first = 3 if key_range else len(state.key_columns) + 1
@@ -1207,10 +1207,7 @@ class Runtime:
                 f"AND {key} OPERATOR(pg_catalog.<=) $2::pg_catalog.int8"
             )
             return sql, ["int8", "int8"] + ["text"] * len(sent)
-        keys = [
-            f"pg_catalog.unnest(${i + 1}::text::{state.types[k].type}[])"
-            for i, k in enumerate(state.key_columns)
-        ]
+        keys = _key_arrays(state)
         names = [f"k{i}" for i in range(len(state.key_columns))] + [f"v{j}" for j in sent]
         sql = (
             f"UPDATE {state.table} AS t SET {', '.join(sets)} "
@@ -1309,6 +1306,14 @@ _INTEGERS = re.compile(r"-?[0-9]+(?:,-?[0-9]+)*")
 _FLOAT8 = "double precision"
 # a primary key index's comparison (see Runtime._key_equality) over which keys form ranges
 _INTEGER_KEYS = [(cast, "pg_catalog") for cast in ("smallint", "integer", "bigint")]
+
+
+def _key_arrays(state: TableScoring) -> list[str]:
+    """SQL: each primary key column's values, from the text array literal in $1, $2, ..."""
+    return [
+        f"pg_catalog.unnest(${i + 1}::text::{state.types[k].type}[])"
+        for i, k in enumerate(state.key_columns)
+    ]
 
 
 def _key_text(value: Any) -> str:

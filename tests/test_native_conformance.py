@@ -400,7 +400,7 @@ def test_the_coded_dense_form_picks_the_walks_leaves(
     path.write_text(document(tree(strategy, "returnLastPrediction", "regression")))
     model = load_model(path, engine="native")
     forest = model.scorer.plan.forest
-    assert forest.coded_trees() is not None
+    assert forest.coded_trees is not None
     batches: list[Any] = []  # the feature rows the forest is handed
     coded_leaves = forest._coded_leaves
     forest._coded_leaves = lambda x_rows: batches.append(x_rows) or coded_leaves(x_rows)

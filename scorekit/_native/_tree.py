@@ -11,6 +11,7 @@ tree's missing-value strategy (nullPrediction, lastPrediction, defaultChild or n
 
 from __future__ import annotations
 
+import functools
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -322,8 +323,6 @@ class CompiledForest:
             self.DENSE_TESTS_PER_LEVEL * max(self.depth, 1) * len(self.roots)
         )
         self._node_lists: NodeLists | None = None
-        self._coded: CodedTrees | None = None
-        self._coded_made = False
 
     def _depth(self) -> int | None:
         """The most tests on any path from a root (missing-value branches included); None if
@@ -369,22 +368,22 @@ class CompiledForest:
             )
         return self._node_lists
 
+    @functools.cached_property
     def coded_trees(self) -> CodedTrees | None:
         """The tables of the coded dense form, made on first use; None where a tree has more
         than CODED_MAX_TESTS tests, or none has any."""
-        if not self._coded_made:
-            self._coded = CodedTrees.of(self)
-            self._coded_made = True
-        return self._coded
+        return CodedTrees.of(self)
 
     def _coded_leaves(self, x_rows: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """What _dense_leaves returns, each tree's leaf picked from its table by the outcomes of
         its tests as the bits of one number per row. ``x_rows``: the feature rows, stacked or
         not."""
-        coded = self.coded_trees()
+        coded = self.coded_trees
+        if coded is None:
+            return self._dense_leaves(np.vstack(list(x_rows)))
         x_rows = [np.asarray(row, dtype=np.float64) for row in x_rows]
         missing_rows = [bool(np.isnan(row).any()) for row in x_rows]
-        if coded is None or any(missing_rows[f] for f in coded.missing_elsewhere):
+        if any(missing_rows[f] for f in coded.missing_elsewhere):
             return self._dense_leaves(np.vstack(x_rows))
         n = len(x_rows[0])
         # one row per distinct test, and a last one that is always 0 (the bits a tree lacks)
