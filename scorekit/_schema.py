@@ -305,14 +305,12 @@ class Field:
         column[bad] = math.nan
         if self.invalid_treatment == "as_missing":
             return column, []
+        raw = [values[i] for i in bad[:limit]]
+        # a value from an array as Python writes it (inf, not np.float64(inf))
+        raw = [v.item() if isinstance(v, np.generic) else v for v in raw]
         problems = [
-            Problem(
-                row_offset + int(i),
-                self.name,
-                f"expected a number, got {values[i]!r}",
-                _json_safe(values[i]),
-            )
-            for i in bad[:limit]
+            Problem(row_offset + int(i), self.name, f"expected a number, got {v!r}", _json_safe(v))
+            for i, v in zip(bad[:limit], raw, strict=True)
         ]
         return column, problems
 

@@ -1671,6 +1671,12 @@ def test_a_bad_row_in_a_statement_is_named_with_its_own_problems(conn, db, publi
     message = caught.value.diag.message_primary
     assert "row 2" in message and "employment" in message and "income" not in message
     assert "(1 more row(s) also fail)" in message
+    # a value from a float8 column, named as the database holds it
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+        conn.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES ({GOOD}), ({bad_income})")
+    message = caught.value.diag.message_primary
+    assert "row 2 (id=" in message
+    assert "column income (model field Income): expected a number, got -inf." in message
 
 
 def test_statement_mode_keeps_a_row_whose_number_is_too_big(conn, db, published) -> None:

@@ -85,6 +85,17 @@ def test_values_that_are_not_numbers_are_refused(value: object) -> None:
         prepare(Age=[value], Employment=["Private"], Deductions=[True], origin=[1])
 
 
+def test_a_bad_value_in_an_array_is_named_as_python_writes_it() -> None:
+    with pytest.raises(InputError) as caught:
+        prepare(
+            Age=np.array([30.0, -np.inf]), Employment=["Private"] * 2,
+            Deductions=[True] * 2, origin=[1, 2],
+        )  # fmt: skip
+    (problem,) = caught.value.details
+    assert problem.problem == "expected a number, got -inf"
+    assert problem.value == "-inf"
+
+
 def test_every_bad_value_is_reported_not_just_the_first() -> None:
     with pytest.raises(InputError) as caught:
         prepare(
