@@ -709,9 +709,7 @@ class Runtime:
         if reader is not None:
             if not isinstance(snapshot, tuple):
                 return False  # read by the query, before the reader was verified
-            xmin, xmax, in_progress = snapshot
-            # the scalars first: a busy server's list of xids need not be copied to differ
-            return reader.header() == (xmin, xmax, len(in_progress)) and reader() == snapshot
+            return reader.matches(snapshot)
         now = self._query(f"SELECT {_SNAPSHOT} AS snapshot")
         return bool(now[0]["snapshot"] == snapshot)
 
@@ -1469,6 +1467,18 @@ class SnapshotReader:
         """(xmin, xmax, the number of in-progress xids), following no pointer."""
         snapshot = self._active()
         return None if snapshot is None else (snapshot.xmin, snapshot.xmax, snapshot.xcnt)
+
+    def matches(self, snapshot: Snapshot) -> bool:
+        """Whether the active snapshot is ``snapshot``: the scalars first, so that a busy
+        server's list of xids need not be copied to differ (one reading of the struct)."""
+        active = self._active()
+        if active is None:
+            return False
+        xmin, xmax, in_progress = snapshot
+        count = len(in_progress)
+        if active.xmin != xmin or active.xmax != xmax or active.xcnt != count:
+            return False
+        return not count or tuple(sorted(active.xip[:count])) == in_progress
 
     def __call__(self) -> Snapshot | None:
         snapshot = self._active()

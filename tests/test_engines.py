@@ -19,6 +19,7 @@ import pytest
 
 import scorekit
 from scorekit import Model
+from scorekit._native._models import ForestPlan
 
 ENGINES = sorted(scorekit.ENGINES)
 # (dataset the model is trained on, algorithm)
@@ -135,6 +136,15 @@ def _unusual_values(field: scorekit.Field, value: Any) -> list[Any]:
     return out
 
 
+def _plans(plan: Any) -> Iterator[Any]:
+    """A native plan and the plans inside it."""
+    yield plan
+    inner = [getattr(plan, "core", None), *(m for m, _ in getattr(plan, "steps", []))]
+    for found in inner:
+        if found is not None:
+            yield from _plans(found)
+
+
 def _same_answer(a: Any, b: Any) -> bool:
     return repr(a) == repr(b)  # NaN equals NaN; 1 and 1.0, True and 1 differ
 
@@ -152,6 +162,11 @@ def test_native_record_scorer_equals_the_two_steps_on_any_value(case) -> None:
         assert score is None  # no one-record form: predict_one takes the batch path
         pytest.skip(f"{model.ref} has no one-record form")
     assert score is not None and score.__code__.co_filename == "<scorekit record scorer>"
+    # One function, reader and model (no call of the plan's), unless a forest is too big to be
+    # written out as code, and walks its node lists instead.
+    plans = list(_plans(model.scorer.plan))  # type: ignore[attr-defined]
+    written = all(p._scalar_walk() and p._generated for p in plans if isinstance(p, ForestPlan))
+    assert ("ANSWER" not in score.__code__.co_names) == written
 
     def two_steps(record: dict[str, Any]) -> Any:
         values = schema.prepare_one(record, keys)

@@ -26,8 +26,10 @@ from ._models import (
     complete_env,
     complete_values,
     derived_fields,
+    emit_derived,
     mining_replacements,
 )
+from ._source import Local, Source
 
 # How score_values reads each field's value: a double, a double rounded to float32, or text.
 _NUMBER, _FLOAT32, _TEXT = "number", "float32", "text"
@@ -238,9 +240,43 @@ class NativeScorer:
         kinds.update((name, _FLOAT32) for name in self._float32s)
         kinds.update((name, _TEXT) for name in self._texts)
         generated = generate_record_scorer(
-            schema.fields, list(keys or schema.names), kinds, general, self._answer
+            schema.fields,
+            list(keys or schema.names),
+            kinds,
+            general,
+            self._answer,
+            self._emit_answer,
         )
         return generated or general
+
+    def _emit_answer(self, src: Source, inputs: Mapping[str, Local]) -> bool:
+        """_answer for a record with no missing value (``inputs``: the fields' locals), written
+        into ``src`` as the code that returns it; False where the plan can't be written."""
+        inputs = dict(inputs)
+        if self.global_fields and not emit_derived(src, self.global_fields, inputs):
+            return False
+        result = self.plan.emit_one(src, inputs)
+        if result is None:
+            return False
+        if not self.classification:
+            src.line(f"return float({result}), None")
+            return True
+        classes = list(self.manifest.classes or [])
+        p = [src.fresh("p") for _ in self._order_list]
+        for name, j in zip(p, self._order_list, strict=True):
+            src.line(f"{name} = float({result}[{j}])")
+        probabilities = f"[{', '.join(p)}]"
+        if len(p) == 2 and len(classes) == 2:
+            # label_from_probabilities, written out: no label for a NaN, a tie to the first class
+            first, second = src.literal(classes[0]), src.literal(classes[1])
+            src.line(f"if {p[0]} != {p[0]} or {p[1]} != {p[1]}: return None, {probabilities}")
+            src.line(f"return ({second} if {p[1]} > {p[0]} else {first}), {probabilities}")
+        else:
+            label = src.bind(label_from_probabilities, "label")
+            src.line(
+                f"return {label}({probabilities}, {src.bind(classes, 'classes')}), {probabilities}"
+            )
+        return True
 
     def score(self, batch: Mapping[str, np.ndarray]) -> Scores:
         with np.errstate(all="ignore"):  # NaN and inf are values here, not warnings
@@ -372,6 +408,7 @@ def generate_record_scorer(
     kinds: Mapping[str, str],
     general: Callable[[Mapping[str, Any]], OneAnswer | None],
     answer: Callable[[dict[str, Any]], OneAnswer | None],
+    emit_answer: Callable[[Source, Mapping[str, Local]], bool] | None = None,
 ) -> Callable[[Mapping[str, Any]], OneAnswer | None] | None:
     """NativeScorer.record_scorer's code. For each field, in straight lines: ``record[key]``
     read as Field.read_one reads it and then as score_values does (``kinds``: _NUMBER,
@@ -379,7 +416,10 @@ def generate_record_scorer(
     ``general(record)`` for a value outside the common case (a missing value, an infinity, an
     unknown category, a type read_one leaves to ``prepare``); ``answer(values)`` once every
     field is read. A category is one lookup of its raw spelling, straight to the value the
-    engine reads. None if a field is of a kind this does not cover, or a key is not a str."""
+    engine reads. Where ``emit_answer`` writes the answer's code for the fields' locals, that
+    code takes the place of the call to ``answer`` (see _source), an ArithmeticError in it
+    handing the record to ``general``. None if a field is of a kind this does not cover, or a
+    key is not a str."""
     if not set(kinds) <= {f.name for f in fields} or not all(type(k) is str for k in keys):
         return None  # a field the schema lacks (the two steps say so), or an odd key
     lines = ["def score(record):"]
@@ -436,8 +476,14 @@ def generate_record_scorer(
         if kind is not None:
             lines.append(f"    v{i} = x")
             read.append((i, f))
-    entries = ", ".join(f"{f.name!r}: v{i}" for i, f in read)
-    lines.append(f"    return ANSWER({{{entries}}})")
+    src = Source(slow, namespace, depth=2)
+    if emit_answer is not None and emit_answer(
+        src, {f.name: Local(f"v{i}", True) for i, f in read}
+    ):
+        lines += ["    try:", *src.lines, "    except ArithmeticError:", f"        {slow}"]
+    else:
+        entries = ", ".join(f"{f.name!r}: v{i}" for i, f in read)
+        lines.append(f"    return ANSWER({{{entries}}})")
     exec(compile("\n".join(lines), "<scorekit record scorer>", "exec"), namespace)
     scorer: Callable[[Mapping[str, Any]], OneAnswer | None] = namespace["score"]
     return scorer

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._errors import UnsupportedModelError
 from .._pmml_header import child, children, local
+from ._source import Shape
 
 NUM = "num"
 STR = "str"
@@ -59,6 +60,7 @@ class Expr:
     kind: str  # NUM or STR
     fn: Fn
     one: OneFn | None = None  # None: no one-record form; the batch form serves single records
+    shape: Shape | None = None  # what ``one`` computes, for generated code (see _source)
 
 
 @dataclass(frozen=True)
@@ -273,12 +275,19 @@ class Compiler:
         missing = element.get("missing") == "true"
         kind = kind_of(dtype)
         value = (math.nan if kind == NUM else None) if missing else parse_scalar(text, dtype)
-        return Expr(kind, lambda env: full(env, value, kind), lambda values: value)
+        return Expr(
+            kind, lambda env: full(env, value, kind), lambda values: value, ("constant", value)
+        )
 
     def _expr_FieldRef(self, element: ET.Element) -> Expr:
         name = element.get("field", "")
         ftype = self.field_type(name, "FieldRef")
-        expr = Expr(ftype.kind, lambda env: env.columns[name], lambda values: values[name])
+        expr = Expr(
+            ftype.kind,
+            lambda env: env.columns[name],
+            lambda values: values[name],
+            ("field", name),
+        )
         if element.get("mapMissingTo") is not None:
             return self._with_missing_to(element, Expr(expr.kind, expr.fn), ftype.dtype)
         return expr
@@ -419,11 +428,14 @@ class Compiler:
             return out
 
         one = None
+        shape: Shape | None = None
         operator = _SCALAR_ARITHMETIC.get(function)
         scalar_args = [a.one for a in args if a.one is not None]
         if operator and mapped is None and default is None and len(scalar_args) == len(args) == 2:
             one = _scalar_binary(operator, scalar_args[0], scalar_args[1])
-        return Expr(result_kind, fn, one)
+            if args[0].shape is not None and args[1].shape is not None:
+                shape = ("binary", function, args[0].shape, args[1].shape)
+        return Expr(result_kind, fn, one, shape)
 
     # --- predicates ----------------------------------------------------------------------------
     def predicate(self, element: ET.Element) -> Fn:

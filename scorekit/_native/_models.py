@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +29,14 @@ from ._expr import (
     parse_scalar,
     unsupported,
 )
+from ._source import Local, Shape, Source
 from ._tree import (
     FALLBACK,
     NO_VALUE,
     PREDICATES,
     CompiledForest,
     FlatForest,
+    forest_lines,
     generate_scalar_forest,
     source_literal,
 )
@@ -65,6 +67,14 @@ class Plan:
         raise NotImplementedError
 
     def one(self, values: dict[str, Any]) -> Any:
+        return None
+
+    def emit_one(self, src: Source, inputs: Mapping[str, Local]) -> str | None:
+        """Write ``one`` as source into ``src``, reading the fields from ``inputs``, and return
+        the local that holds its answer; None where this plan can't (the caller then keeps the
+        calls). The code makes the same operations in the same order as ``one``, and where
+        ``one`` would take another way (a missing value, a null leaf) it writes
+        ``src.fallback``, which hands the record to the calls (see _source)."""
         return None
 
 
@@ -172,6 +182,40 @@ class Wrapped(Plan):
             result = self.targets.one(result)
         return result
 
+    def emit_one(self, src: Source, inputs: Mapping[str, Local]) -> str | None:
+        if not self.has_one:
+            return None
+        inputs = dict(inputs)
+        for name, replacement in self.replacements.items():
+            found = inputs.get(name)
+            if found is None:
+                return None
+            if not found.present:  # is_missing_value, written out
+                value = src.fresh("x")
+                src.line(f"{value} = {found.name}")
+                src.line(f"if {value} is None or {value} != {value}:")
+                src.line(f"    {value} = {src.literal(replacement)}")
+                inputs[name] = Local(value, not is_missing_value(replacement))
+        if not emit_derived(src, self.local_fields, inputs):
+            return None
+        result = self.core.emit_one(src, inputs)
+        if result is None or self.targets is None:
+            return result
+        return self.targets.emit_one(src, result)
+
+
+def emit_derived(src: Source, fields: list[Derived], inputs: dict[str, Local]) -> bool:
+    """complete_values' derived fields, written into ``src`` (each a new entry of ``inputs``);
+    False where one of them has no shape to write."""
+    for derived in fields:
+        code = src.expression(derived.shape, inputs)
+        if code is None:
+            return False
+        value = src.fresh("d")
+        src.line(f"{value} = {code}")
+        inputs[derived.name] = Local(value, present=False)
+    return True
+
 
 def complete_env(env: Env, replacements: dict[str, object], fields: list[Derived]) -> None:
     """Replace missing values, then compute the derived fields in order (batch form)."""
@@ -206,6 +250,7 @@ class Derived:
     name: str
     fn: Fn
     one: OneFn | None
+    shape: Shape | None = None  # what ``one`` computes, for generated code
 
 
 def derived_fields(container: ET.Element, compiler: Compiler) -> list[Derived]:
@@ -222,7 +267,7 @@ def derived_fields(container: ET.Element, compiler: Compiler) -> list[Derived]:
         if dtype == "float":
             out.append(Derived(name, _float32(compiled.fn), None))
         else:
-            out.append(Derived(name, compiled.fn, compiled.one))
+            out.append(Derived(name, compiled.fn, compiled.one, compiled.shape))
     return out
 
 
@@ -292,6 +337,19 @@ class TargetRescale:
             value = min(max(value, self.low), self.high)
         return value * self.factor + self.constant
 
+    def emit_one(self, src: Source, value: str) -> str:
+        """``one`` of the local ``value``, written into ``src``; returns the result's local."""
+        out = src.fresh("r")
+        if self.cast:
+            src.line(f"{out} = {src.bind(self.one, 'rescale')}({value})")
+            return out
+        if self.low != -math.inf or self.high != math.inf:
+            low, high = src.literal(self.low), src.literal(self.high)
+            src.line(f"{out} = min(max({value}, {low}), {high})")
+            value = out
+        src.line(f"{out} = {value} * {src.literal(self.factor)} + {src.literal(self.constant)}")
+        return out
+
 
 def compile_targets(element: ET.Element, function: str) -> TargetRescale | None:
     targets = child(element, "Targets")
@@ -357,9 +415,12 @@ class RegressionPlan(Plan):
             raise unsupported(element, "it has no RegressionTable")
         compiled = [self._table(t, context.compiler) for t in tables]
         self.tables = [fn for fn, _ in compiled]
-        ones = [one for _, one in compiled]
+        specs = [spec for _, spec in compiled]
         # every table's one-record form, or None if one table has none
-        self._ones = None if None in ones else tuple(ones)
+        self._specs = None if None in specs else [t for t in specs if t is not None]
+        self._ones = (
+            None if self._specs is None else tuple(_generate_table_one(*t) for t in self._specs)
+        )
         if function == "regression":
             if len(self.tables) != 1:
                 raise unsupported(element, "a regression needs exactly one RegressionTable")
@@ -375,7 +436,9 @@ class RegressionPlan(Plan):
             raise unsupported(element, f"normalizationMethod {self.normalization!r}")
 
     @staticmethod
-    def _table(table: ET.Element, compiler: Compiler) -> tuple[Fn, OneFn | None]:
+    def _table(table: ET.Element, compiler: Compiler) -> tuple[Fn, TableSpec | None]:
+        """A RegressionTable's batch form, and what its one-record form adds (None where it has
+        none)."""
         intercept = float(table.get("intercept", "0"))
         numeric: list[tuple[str, float, float]] = []
         categorical: dict[str, dict[object, float]] = {}
@@ -448,7 +511,7 @@ class RegressionPlan(Plan):
         scalar_lookups = [
             (name, index, other, weights.tolist()) for name, index, other, weights in lookups
         ]
-        return fn, _generate_table_one(intercept, numeric, scalar_lookups, terms)
+        return fn, (intercept, numeric, scalar_lookups, terms)
 
     def evaluate(self, env: Env) -> Result:
         if self.function == "regression":
@@ -483,7 +546,10 @@ class RegressionPlan(Plan):
     def one(self, values: dict[str, Any]) -> Any:
         if self._ones is None:
             return None
-        ys = [one(values) for one in self._ones]  # type: ignore[misc]
+        return self._combine([one(values) for one in self._ones])
+
+    def _combine(self, ys: list[float]) -> Any:
+        """``one``'s answer from its tables' sums."""
         if self.function == "regression":
             y = ys[0]
             if self.normalization == "exp":
@@ -520,6 +586,68 @@ class RegressionPlan(Plan):
         for j, position in enumerate(self.order):
             out[position] = probabilities[j]
         return out
+
+    def emit_one(self, src: Source, inputs: Mapping[str, Local]) -> str | None:
+        if self._specs is None:
+            return None
+        ys = []
+        for spec in self._specs:
+            y = _emit_table(src, spec, inputs)
+            if y is None:
+                return None
+            ys.append(y)
+        # _combine's commonest cases written out (an overflow of exp raises here: the calls
+        # give _exp's answer); the others call it
+        out = src.fresh("r")
+        if self.function == "regression" and self.normalization == "none":
+            src.line(f"{out} = {ys[0]}")
+        elif self.function == "regression" and self.normalization in ("logit", "softmax"):
+            src.line(f"{out} = 1.0 / (1.0 + {src.bind(math.exp, 'exp')}(-{ys[0]}))")
+        elif self.function == "classification" and len(ys) == 2 and self.normalization == "logit":
+            # a NaN sum makes every probability NaN: the calls answer that
+            src.line(f"if {ys[0]} != {ys[0]} or {ys[1]} != {ys[1]}: {src.fallback}")
+            first = src.fresh("p")
+            src.line(f"{first} = 1.0 / (1.0 + {src.bind(math.exp, 'exp')}(-{ys[0]}))")
+            at = {self.order[0]: first, self.order[1]: f"1.0 - {first}"}
+            src.line(f"{out} = [{at[0]}, {at[1]}]")
+        else:
+            src.line(f"{out} = {src.bind(self._combine, 'combine')}([{', '.join(ys)}])")
+        return out
+
+
+TableSpec = tuple[
+    float,  # intercept
+    list[tuple[str, float, float]],  # numeric predictors: name, exponent, coefficient
+    list[tuple[str, dict[object, int], int, list[float]]],  # lookups: name, index, other, weights
+    list[tuple[list[str], float]],  # predictor terms: names, coefficient
+]
+
+
+def _emit_table(src: Source, spec: TableSpec, inputs: Mapping[str, Local]) -> str | None:
+    """_generate_table_one's code, on the locals of ``inputs``; returns the sum's local."""
+    intercept, numeric, lookups, terms = spec
+    read = [*(p[0] for p in numeric), *(p[0] for p in lookups), *(n for t in terms for n in t[0])]
+    if not all(name in inputs for name in read):
+        return None
+    y = src.fresh("y")
+    src.line(f"{y} = {src.literal(intercept)}")
+    for name, exponent, coefficient in numeric:
+        power = "" if exponent == 1.0 else f" ** {src.literal(exponent)}"
+        src.line(f"{y} += {src.literal(coefficient)} * ({inputs[name].name}{power})")
+    for name, index, other, weights in lookups:
+        x = inputs[name]
+        value = x.name
+        if not x.present:
+            value = src.fresh("x")
+            src.line(f"{value} = {x.name}")
+            src.line(f"if {value} is not None and {value} != {value}:")
+            src.line(f"    {value} = None")
+        weights_name, index_name = src.bind(weights, "weights"), src.bind(index, "index")
+        src.line(f"{y} += {weights_name}[{index_name}.get({value}, {other})]")
+    for names, coefficient in terms:
+        product = " * ".join([src.literal(coefficient), *(inputs[n].name for n in names)])
+        src.line(f"{y} += {product}")
+    return y
 
 
 def _generate_table_one(
@@ -637,6 +765,46 @@ class ForestPlan(Plan):
             total = [v / weight_sum for v in total]
         return total[0] if self.function == "regression" else total
 
+    def emit_one(self, src: Source, inputs: Mapping[str, Local]) -> str | None:
+        walk = self._scalar_walk()
+        if walk is None or self._generated is None:
+            return None
+        features, feature, threshold, on_hit, on_miss, _, leaf_row, leaf_values = walk
+        fields = list(dict.fromkeys(name for name, _ in features))
+        if not all(name in inputs for name in fields):
+            return None
+        roots, weights = self._roots_and_weights()
+        written = forest_lines(
+            (features, feature, threshold, on_hit, on_miss, leaf_row, leaf_values, roots, weights),
+            {name: inputs[name].name for name in fields},
+            {name for name in fields if inputs[name].present},
+            src.fresh,
+            src.literal,
+            src.fallback,
+            src.depth,
+        )
+        if written is None:
+            return None
+        lines, totals = written
+        src.lines.extend(lines)
+        if self.method == "average":
+            totals = [f"{t} / {len(self.weights)}" for t in totals]
+        elif self.method == "weightedAverage":
+            totals = [f"{t} / {src.literal(float(self.weights.sum()))}" for t in totals]
+        out = src.fresh("r")
+        src.line(
+            f"{out} = {totals[0]}"
+            if self.function == "regression"
+            else f"{out} = [{', '.join(totals)}]"
+        )
+        return out
+
+    def _roots_and_weights(self) -> tuple[list[int], list[float]]:
+        """The trees' roots and the weights the generated forest adds their leaves by."""
+        roots = self.forest.roots.tolist()
+        weights = self.weights.tolist() if self.method == "weightedAverage" else [1.0] * len(roots)
+        return roots, weights
+
     def _walk_lists(self, xs: list[float], walk: Any) -> list[float] | None:
         """The weighted sum of the trees' leaves, walking the node lists (any input)."""
         _, feature, threshold, on_hit, on_miss, on_missing, leaf_row, leaf_values = walk
@@ -678,12 +846,6 @@ class ForestPlan(Plan):
             self._generated = None
             if self._walk is not None:
                 features, feature, threshold, on_hit, on_miss, _, leaf_row, leaf_values = self._walk
-                roots = forest.roots.tolist()
-                weights = (
-                    self.weights.tolist()
-                    if self.method == "weightedAverage"
-                    else [1.0] * len(roots)
-                )
                 self._generated = generate_scalar_forest(
                     features,
                     feature,
@@ -692,8 +854,7 @@ class ForestPlan(Plan):
                     on_miss,
                     leaf_row,
                     leaf_values,
-                    roots,
-                    weights,
+                    *self._roots_and_weights(),
                 )
         return self._walk
 
@@ -929,6 +1090,22 @@ class ChainPlan(Plan):
                 values[output.name] = output.one(values, result)
         return result
 
+    def emit_one(self, src: Source, inputs: Mapping[str, Local]) -> str | None:
+        inputs = dict(inputs)
+        result = None
+        for model, outputs in self.steps:
+            result = model.emit_one(src, inputs)
+            if result is None:
+                return None
+            for output in outputs:
+                code = output.emit(src, result, inputs)
+                if code is None:
+                    return None
+                value = src.fresh("o")
+                src.line(f"{value} = {code}")
+                inputs[output.name] = Local(value, present=False)
+        return result
+
 
 OutputFn = Callable[[Env, Result], np.ndarray]
 
@@ -940,6 +1117,25 @@ class Output:
     name: str
     fn: OutputFn
     one: Callable[[dict[str, Any], Any], Any] | None
+    # what ``one`` computes, for generated code: ("value",) the model's answer, ("item", j) its
+    # j-th probability, ("label", categories) its label, ("expression", shape) an expression
+    shape: tuple[Any, ...] | None = None
+
+    def emit(self, src: Source, result: str, inputs: Mapping[str, Local]) -> str | None:
+        """Source for ``one`` of the model's answer in the local ``result``; None if none."""
+        if self.one is None or self.shape is None:
+            return None
+        kind = self.shape[0]
+        if kind == "value":
+            return result
+        if kind == "item":
+            return f"{result}[{self.shape[1]}]"
+        if kind == "label":
+            labels = src.bind(label_from_probabilities, "label")
+            return f"{labels}({result}, {src.bind(self.shape[1], 'categories')})"
+        if kind == "expression":
+            return src.expression(self.shape[1], inputs)
+        return None
 
 
 def _predicted_value(env: Env, result: Result) -> np.ndarray:
@@ -994,7 +1190,7 @@ def compile_outputs(element: ET.Element, model: Plan, compiler: Compiler) -> lis
         feature = output_field.get("feature", "predictedValue")
         if feature == "predictedValue":
             if model.function == "regression":
-                compiled.append(Output(name, _predicted_value, _same_value))
+                compiled.append(Output(name, _predicted_value, _same_value, ("value",)))
                 compiler.types[name] = FieldType(NUM, "double")
             else:
                 categories = model.categories or []
@@ -1003,21 +1199,28 @@ def compile_outputs(element: ET.Element, model: Plan, compiler: Compiler) -> lis
                     assert r.probabilities is not None
                     return labels_from_probabilities(r.probabilities, categories)
 
-                compiled.append(Output(name, label, _label_one(categories)))
+                compiled.append(Output(name, label, _label_one(categories), ("label", categories)))
                 compiler.types[name] = FieldType(STR, "string")
         elif feature == "probability":
             value = output_field.get("value")
             if model.categories is None or value not in model.categories:
                 raise unsupported(output_field, f"probability of unknown category {value!r}")
             j = model.categories.index(value)
-            compiled.append(Output(name, _probability(j), _item(j)))
+            compiled.append(Output(name, _probability(j), _item(j), ("item", j)))
             compiler.types[name] = FieldType(NUM, "double")
         elif feature == "transformedValue":
             expression = [e for e in output_field if local(e.tag) not in ("Extension",)]
             if len(expression) != 1:
                 raise unsupported(output_field, "transformedValue without one expression")
             expr = compiler.expression(expression[0])
-            compiled.append(Output(name, _transformed(expr.fn), _transformed_one(expr.one)))
+            compiled.append(
+                Output(
+                    name,
+                    _transformed(expr.fn),
+                    _transformed_one(expr.one),
+                    ("expression", expr.shape),
+                )
+            )
             compiler.types[name] = FieldType(expr.kind, "double" if expr.kind == NUM else "string")
         else:
             raise unsupported(output_field, f"feature {feature!r}")

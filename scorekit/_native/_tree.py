@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -581,39 +582,89 @@ def generate_scalar_forest(
     class), summed tree by tree in order as the batch form does; or None if the forest is too
     big. ``features`` are (field name, NO_VALUE) for a number, (field name, value) for an
     "equals value" indicator, whose 0/1 test becomes a comparison of the field's value."""
+    fields = list(dict.fromkeys(name for name, _ in features))
+    read = {name: f"v{i}" for i, name in enumerate(fields)}
+    constants: list[Any] = []
+    names = iter(range(1 << 62))
+    written = forest_lines(
+        (features, feature, threshold, on_hit, on_miss, leaf_row, leaf_values, roots, weights),
+        read,
+        set(),
+        lambda prefix: f"{prefix}{next(names)}",
+        lambda value: source_literal(value, constants),
+        "return FALLBACK",
+        1,
+    )
+    if written is None:
+        return None
+    body, totals = written
+    lines = ["def forest(values):", *(f"    {v} = values[{name!r}]" for name, v in read.items())]
+    lines += [*body, f"    return [{', '.join(totals)}]"]
+    namespace: dict[str, Any] = {"FALLBACK": FALLBACK, "C": constants}
+    exec(compile("\n".join(lines), "<scorekit forest>", "exec"), namespace)
+    return namespace["forest"]
+
+
+# generate_scalar_forest's arguments but for the fields' locals: features, feature, threshold,
+# on_hit, on_miss, leaf_row, leaf_values, roots, weights
+ForestLists = tuple[
+    list[tuple[str, Any]],
+    list[int],
+    list[float],
+    list[int],
+    list[int],
+    list[int],
+    list[list[float]],
+    list[int],
+    list[float],
+]
+
+
+def forest_lines(
+    forest: ForestLists,
+    read: dict[str, str],
+    present: set[str],
+    fresh: Callable[[str], str],
+    literal: Callable[[Any], str],
+    fallback: str,
+    depth: int,
+) -> tuple[list[str], list[str]] | None:
+    """The code of generate_scalar_forest's function, from where each field is read into a
+    local (``read``: field name -> local) to the sums, indented ``depth`` levels: the lines and
+    the sums' locals (one per class). ``fallback`` is the statement for a missing input (a
+    field not in ``present``, whose value may be None or NaN) or a null leaf; ``fresh`` names
+    new locals, ``literal`` writes a value as source. None if the forest is too big."""
+    features, feature, threshold, on_hit, on_miss, leaf_row, leaf_values, roots, weights = forest
     if len(feature) > MAX_GENERATED_NODES:
         return None
     if not all(math.isfinite(t) for t, f in zip(threshold, feature, strict=True) if f >= 0):
         return None
+    indent = "    " * depth
     width = len(leaf_values[0]) if leaf_values else 1
-    totals = [f"t{j}" for j in range(width)]
-    fields = list(dict.fromkeys(name for name, _ in features))
-    local = {name: f"v{i}" for i, name in enumerate(fields)}
-    constants: list[Any] = []
-    lines = ["def forest(values):"]
-    for name in fields:
-        lines.append(f"    {local[name]} = values[{name!r}]")
-    if fields:  # a missing value takes the node walk, which applies the missing-value strategy
-        checks = " or ".join(f"{v} is None or {v} != {v}" for v in local.values())
-        lines += [f"    if {checks}:", "        return FALLBACK"]
-    lines.append(f"    {', '.join(totals)}, = {', '.join(['0.0'] * width)},")
+    totals = [fresh("t") for _ in range(width)]
+    lines: list[str] = []
+    unchecked = [v for name, v in read.items() if name not in present]
+    if unchecked:  # a missing value takes the node walk, which applies the missing-value strategy
+        checks = " or ".join(f"{v} is None or {v} != {v}" for v in unchecked)
+        lines += [f"{indent}if {checks}:", f"{indent}    {fallback}"]
+    lines.append(f"{indent}{', '.join(totals)}, = {', '.join(['0.0'] * width)},")
     shared_at = len(lines)
     # each test's expected evaluations per record, were every test to go either way half the
     # time; and where each test is made: (line, indentation, test)
     expected: dict[str, float] = {}
     made: list[tuple[int, str, str]] = []
 
-    def emit(node: int, depth: int, weight: float) -> bool:
-        if depth > MAX_GENERATED_DEPTH:
+    def emit(node: int, level: int, weight: float) -> bool:
+        if level > MAX_GENERATED_DEPTH:
             return False
-        pad = "    " * depth
+        pad = indent + "    " * (level - 1)
         f = feature[node]
         if f < 0:
             leaf = leaf_values[leaf_row[node]]
             if any(math.isinf(v) for v in leaf):
                 return False  # no literal for it; rare enough to leave to the node walk
             if any(v != v for v in leaf):
-                lines.append(f"{pad}return FALLBACK")
+                lines.append(f"{pad}{fallback}")
             else:
                 lines.extend(
                     f"{pad}{total} += {weight * value!r}"
@@ -622,20 +673,20 @@ def generate_scalar_forest(
             return True
         name, equals = features[f]
         if equals is NO_VALUE:
-            test = f"{local[name]} <= {threshold[node]!r}"
+            test = f"{read[name]} <= {threshold[node]!r}"
         elif threshold[node] >= 1.0:  # the indicator is 0 or 1: always at most the threshold
-            return emit(on_hit[node], depth, weight)
+            return emit(on_hit[node], level, weight)
         elif threshold[node] >= 0.0:  # at most the threshold exactly when the indicator is 0
-            test = f"{local[name]} != {source_literal(equals, constants)}"
+            test = f"{read[name]} != {literal(equals)}"
         else:
-            return emit(on_miss[node], depth, weight)
-        expected[test] = expected.get(test, 0.0) + 0.5 ** (depth - 1)
+            return emit(on_miss[node], level, weight)
+        expected[test] = expected.get(test, 0.0) + 0.5 ** (level - 1)
         made.append((len(lines), pad, test))
         lines.append(f"{pad}if {test}:")
-        if not emit(on_hit[node], depth + 1, weight):
+        if not emit(on_hit[node], level + 1, weight):
             return False
         lines.append(f"{pad}else:")
-        return emit(on_miss[node], depth + 1, weight)
+        return emit(on_miss[node], level + 1, weight)
 
     for root, weight in zip(roots, weights, strict=True):
         if not emit(root, 1, weight):
@@ -643,14 +694,11 @@ def generate_scalar_forest(
     # A test the trees share, made often enough, is made once per record into a local: reading
     # a local costs less than a comparison.
     shared = {
-        test: f"s{i}"
-        for i, test in enumerate(t for t, e in expected.items() if e >= SHARED_TEST_EVALUATIONS)
+        test: fresh("s")
+        for test in (t for t, e in expected.items() if e >= SHARED_TEST_EVALUATIONS)
     }
     for line, pad, test in made:
         if test in shared:
             lines[line] = f"{pad}if {shared[test]}:"
-    lines[shared_at:shared_at] = [f"    {name} = {test}" for test, name in shared.items()]
-    lines.append(f"    return [{', '.join(totals)}]")
-    namespace: dict[str, Any] = {"FALLBACK": FALLBACK, "C": constants}
-    exec(compile("\n".join(lines), "<scorekit forest>", "exec"), namespace)
-    return namespace["forest"]
+    lines[shared_at:shared_at] = [f"{indent}{name} = {test}" for test, name in shared.items()]
+    return lines, totals
