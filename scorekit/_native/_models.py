@@ -767,7 +767,7 @@ class ForestPlan(Plan):
 
     def emit_one(self, src: Source, inputs: Mapping[str, Local]) -> str | None:
         walk = self._scalar_walk()
-        if walk is None or self._generated is None:
+        if walk is None:
             return None
         features, feature, threshold, on_hit, on_miss, _, leaf_row, leaf_values = walk
         fields = list(dict.fromkeys(name for name, _ in features))
@@ -843,20 +843,26 @@ class ForestPlan(Plan):
                     *forest.node_lists(),
                     forest.values.tolist(),
                 )
-            self._generated = None
-            if self._walk is not None:
-                features, feature, threshold, on_hit, on_miss, _, leaf_row, leaf_values = self._walk
-                self._generated = generate_scalar_forest(
-                    features,
-                    feature,
-                    threshold,
-                    on_hit,
-                    on_miss,
-                    leaf_row,
-                    leaf_values,
-                    *self._roots_and_weights(),
-                )
         return self._walk
+
+    @functools.cached_property
+    def _generated(self) -> Any:
+        """The forest as generated code (generate_scalar_forest), made on first use: a record
+        scorer that writes the forest into its own function does without it."""
+        walk = self._scalar_walk()
+        if walk is None:
+            return None
+        features, feature, threshold, on_hit, on_miss, _, leaf_row, leaf_values = walk
+        return generate_scalar_forest(
+            features,
+            feature,
+            threshold,
+            on_hit,
+            on_miss,
+            leaf_row,
+            leaf_values,
+            *self._roots_and_weights(),
+        )
 
 
 _VOTES = ("majorityVote", "weightedMajorityVote")
