@@ -211,9 +211,7 @@ def emit_derived(src: Source, fields: list[Derived], inputs: dict[str, Local]) -
         code = src.expression(derived.shape, inputs)
         if code is None:
             return False
-        value = src.fresh("d")
-        src.line(f"{value} = {code}")
-        inputs[derived.name] = Local(value, present=False)
+        inputs[derived.name] = src.assign(code, "d")
     return True
 
 
@@ -1107,9 +1105,7 @@ class ChainPlan(Plan):
                 code = output.emit(src, result, inputs)
                 if code is None:
                     return None
-                value = src.fresh("o")
-                src.line(f"{value} = {code}")
-                inputs[output.name] = Local(value, present=False)
+                inputs[output.name] = src.assign(code, "o")
         return result
 
 

@@ -55,6 +55,12 @@ class Source:
     def line(self, text: str) -> None:
         self.lines.append("    " * self.depth + text)
 
+    def assign(self, code: str, prefix: str) -> Local:
+        """A new local holding ``code``'s value, which may be None or NaN."""
+        name = self.fresh(prefix)
+        self.line(f"{name} = {code}")
+        return Local(name, present=False)
+
     def bind(self, value: Any, prefix: str) -> str:
         """A global name of the generated function for ``value`` (a table, a function)."""
         name = self.fresh(prefix.upper())
