@@ -62,7 +62,12 @@ def assert_wheels_fit(site: Path, glibc_minor: int) -> None:
             continue
         assert python == "cp311" and platform.endswith("x86_64"), tag
         found = re.match(r"manylinux_2_(\d+)_x86_64$", platform)
-        assert platform == "manylinux2014_x86_64" or (found and int(found[1]) <= glibc_minor), tag
+        minor = int(found[1]) if found else LEGACY_MANYLINUX.get(platform)
+        assert minor is not None and minor <= glibc_minor, tag
+
+
+# the glibc minor version of each manylinux tag's old name (PEP 600)
+LEGACY_MANYLINUX = {"manylinux1_x86_64": 5, "manylinux2010_x86_64": 12, "manylinux2014_x86_64": 17}
 
 
 def assert_bytecode(root: Path, packages: list[str]) -> None:
