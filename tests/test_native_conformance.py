@@ -954,6 +954,37 @@ def _forest(method: str) -> str:
     )
 
 
+def _deep_sum(terms: int) -> str:
+    """A global derived field x1 + 0.000 + 0.001 + ... nested ``terms`` deep, then over x2 (a
+    zero divisor where x2 is 0), feeding a regression."""
+    total = X1
+    for i in range(terms):
+        total = apply("+", total, const(i / 1000))
+    transformations = (
+        "<TransformationDictionary>"
+        f'<DerivedField name="d" optype="continuous" dataType="double">{apply("/", total, X2)}'
+        "</DerivedField></TransformationDictionary>"
+    )
+    model = (
+        f'<RegressionModel functionName="regression">{mining_schema()}'
+        '<RegressionTable intercept="1"><NumericPredictor name="d" coefficient="2"/>'
+        "</RegressionTable></RegressionModel>"
+    )
+    return document(model, transformations=transformations)
+
+
+# a target that lists a category twice, with two tables of it: the tables' order is no
+# permutation of the categories' (the batch path scores it all the same)
+REPEATED_CATEGORY = (
+    '<RegressionModel functionName="classification" normalizationMethod="logit">'
+    f"{mining_schema()}"
+    '<RegressionTable intercept="0.2" targetCategory="yes"><NumericPredictor name="x1" '
+    'coefficient="1.0"/></RegressionTable><RegressionTable intercept="0.0" targetCategory="yes"/>'
+    "</RegressionModel>"
+)
+REPEATED_TARGET = """<DataField name="y" optype="categorical" dataType="string">
+    <Value value="yes"/><Value value="yes"/></DataField>"""
+
 FUSED = {
     "regression": (_regression("none"), REGRESSION_TARGET),
     "regression-exp": (_regression("exp"), REGRESSION_TARGET),
@@ -978,17 +1009,22 @@ FUSED = {
     ),
     "forest-average": (_forest("average"), BINARY_TARGET),
     "forest-weighted": (_forest("weightedAverage"), BINARY_TARGET),
+    "binary-repeated-category": (REPEATED_CATEGORY, REPEATED_TARGET),
 }  # fmt: skip
+DOCUMENTS = {"global-deep-sum": _deep_sum(250)}  # whole documents, beside FUSED's models
 
 
-@pytest.mark.parametrize("name", sorted(FUSED))
+def _same_answer(a: Any, b: Any) -> bool:
+    return repr(a) == repr(b)  # NaN equals NaN; 1 and 1.0 differ
+
+
+@pytest.mark.parametrize("name", sorted([*FUSED, *DOCUMENTS]))
 def test_the_one_generated_function_answers_as_the_calls(tmp_path: Path, name: str) -> None:
     """Where a plan writes its own one-record form as source, the record scorer is one function
     (no call to the plan), and on every record, an overflow, a zero divisor and a NaN sum
     among them, it answers exactly as the calls it replaces (prepare_one, then the plan's)."""
-    model_text, target = FUSED[name]
     path = tmp_path / f"{name}.pmml"
-    path.write_text(document(model_text, target))
+    path.write_text(DOCUMENTS[name] if name in DOCUMENTS else document(*FUSED[name]))
     model = load_model(path, engine="native")
     score = model.record_scorer()
     assert score is not None and "ANSWER" not in score.__code__.co_names, "not one function"
@@ -1009,7 +1045,3 @@ def test_the_one_generated_function_answers_as_the_calls(tmp_path: Path, name: s
     assert len(handed) < len(records) / 2  # most records are answered by the function itself
     if name == "chain-replaced":  # the NaN output replaced, not handed on
         assert {"x1": 1e200, "x2": 1e300, "c": "a"} not in handed
-
-
-def _same_answer(a: Any, b: Any) -> bool:
-    return repr(a) == repr(b)  # NaN equals NaN; 1 and 1.0 differ

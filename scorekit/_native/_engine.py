@@ -476,14 +476,20 @@ def generate_record_scorer(
         if kind is not None:
             lines.append(f"    v{i} = x")
             read.append((i, f))
-    src = Source(slow, namespace, depth=2)
-    if emit_answer is not None and emit_answer(
-        src, {f.name: Local(f"v{i}", True) for i, f in read}
-    ):
-        lines += ["    try:", *src.lines, "    except ArithmeticError:", f"        {slow}"]
-    else:
-        entries = ", ".join(f"{f.name!r}: v{i}" for i, f in read)
-        lines.append(f"    return ANSWER({{{entries}}})")
+    if emit_answer is not None:
+        src = Source(slow, namespace, depth=2)
+        if emit_answer(src, {f.name: Local(f"v{i}", True) for i, f in read}):
+            body = ["    try:", *src.lines, "    except ArithmeticError:", f"        {slow}"]
+            try:
+                return _compiled([*lines, *body], namespace)
+            except (SyntaxError, RecursionError, MemoryError):
+                pass  # beyond what the parser takes: the calls serve, as where nothing is written
+    entries = ", ".join(f"{f.name!r}: v{i}" for i, f in read)
+    return _compiled([*lines, f"    return ANSWER({{{entries}}})"], namespace)
+
+
+def _compiled(lines: list[str], namespace: dict[str, Any]) -> Callable[..., OneAnswer | None]:
+    """The function ``score`` that ``lines`` define, compiled with ``namespace`` as globals."""
     exec(compile("\n".join(lines), "<scorekit record scorer>", "exec"), namespace)
     scorer: Callable[[Mapping[str, Any]], OneAnswer | None] = namespace["score"]
     return scorer

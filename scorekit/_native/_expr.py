@@ -22,7 +22,7 @@ import numpy as np
 
 from .._errors import UnsupportedModelError
 from .._pmml_header import child, children, local
-from ._source import Shape
+from ._source import Shape, ieee_divide
 
 NUM = "num"
 STR = "str"
@@ -78,21 +78,11 @@ def unsupported(element: ET.Element | str, detail: str = "") -> UnsupportedModel
     )
 
 
-def _divide(a: float, b: float) -> float:
-    """a / b with numpy's IEEE results for a zero divisor instead of ZeroDivisionError."""
-    try:
-        return a / b
-    except ZeroDivisionError:
-        if a == 0 or a != a:
-            return math.nan
-        return math.copysign(math.inf, a) * math.copysign(1.0, b)
-
-
 _SCALAR_ARITHMETIC: dict[str, Callable[[float, float], float]] = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
-    "/": _divide,
+    "/": ieee_divide,
 }
 
 

@@ -211,7 +211,8 @@ def emit_derived(src: Source, fields: list[Derived], inputs: dict[str, Local]) -
         code = src.expression(derived.shape, inputs)
         if code is None:
             return False
-        inputs[derived.name] = src.assign(code, "d")
+        # an operation's result is a local already; a field or a constant gets one
+        inputs[derived.name] = Local(code, False) if code.isidentifier() else src.assign(code, "d")
     return True
 
 
@@ -601,7 +602,12 @@ class RegressionPlan(Plan):
             src.line(f"{out} = {ys[0]}")
         elif self.function == "regression" and self.normalization in ("logit", "softmax"):
             src.line(f"{out} = 1.0 / (1.0 + {src.bind(math.exp, 'exp')}(-{ys[0]}))")
-        elif self.function == "classification" and len(ys) == 2 and self.normalization == "logit":
+        elif (
+            self.function == "classification"
+            and len(ys) == 2
+            and self.normalization == "logit"
+            and sorted(self.order) == [0, 1]
+        ):
             # a NaN sum makes every probability NaN: the calls answer that
             src.line(f"if {ys[0]} != {ys[0]} or {ys[1]} != {ys[1]}: {src.fallback}")
             first = src.fresh("p")

@@ -10,9 +10,10 @@ model one function: the reader's locals go straight into the plan's arithmetic a
 the answer, with the same operations in the same order as the calls it replaces.
 
 The generated code covers the common case only. Wherever the calls would take another way (a
-missing value, a NaN sum, an overflow or zero divisor, a null leaf), it returns
-``GENERAL(record)``, the two steps (InputSchema.prepare_one, then the plan's calls), which
-give the same answer on their own.
+missing value, a NaN sum, a null leaf), it returns ``GENERAL(record)``, the two steps
+(InputSchema.prepare_one, then the plan's calls), which give the same answer on their own;
+and the code runs inside ``try: ... except ArithmeticError: return GENERAL(record)``, so that
+an overflow (of exp, of a power) takes them too, where the calls give numpy's IEEE answer.
 """
 
 from __future__ import annotations
@@ -24,9 +25,19 @@ from typing import Any
 
 # What an expression's one-record form computes, as data the generator writes out:
 # ("constant", value), ("field", name) or ("binary", operator, left, right) with operator one of
-# + - * / (a zero divisor raises here, and the two steps give numpy's IEEE answer).
+# + - * /.
 Shape = tuple[Any, ...]
 ARITHMETIC = ("+", "-", "*", "/")
+
+
+def ieee_divide(a: float, b: float) -> float:
+    """a / b with numpy's IEEE results for a zero divisor instead of ZeroDivisionError."""
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a == 0 or a != a:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,9 @@ class Source:
         return self.bind(value, "K")
 
     def expression(self, shape: Shape | None, inputs: Mapping[str, Local]) -> str | None:
-        """Source for an expression's one-record form; None where it can't be written."""
+        """Source for an expression's one-record form (a literal or a local: each operation
+        is written as a line of its own, so that no depth of nesting trips the parser); None
+        where it can't be written."""
         if shape is None:
             return None
         if shape[0] == "constant":
@@ -89,5 +102,12 @@ class Source:
             right = self.expression(shape[3], inputs)
             if left is None or right is None:
                 return None
-            return f"({left} {shape[1]} {right})"
+            divisor = shape[3][1] if shape[3][0] == "constant" else None
+            if shape[1] == "/" and not (type(divisor) in (int, float) and divisor != 0):
+                # a zero divisor: the one-record form's IEEE answer, in line
+                divide = self.bind(ieee_divide, "divide")
+                code = f"{left} / {right} if {right} else {divide}({left}, {right})"
+            else:
+                code = f"{left} {shape[1]} {right}"
+            return self.assign(code, "e").name
         return None
