@@ -1478,15 +1478,19 @@ class SnapshotReader:
         count = len(in_progress)
         if active.xmin != xmin or active.xmax != xmax or active.xcnt != count:
             return False
-        return not count or tuple(sorted(active.xip[:count])) == in_progress
+        return _in_progress(active) == in_progress
 
     def __call__(self) -> Snapshot | None:
         snapshot = self._active()
         if snapshot is None:
             return None
-        count = snapshot.xcnt
-        in_progress = tuple(sorted(snapshot.xip[:count])) if count else ()
-        return snapshot.xmin, snapshot.xmax, in_progress
+        return snapshot.xmin, snapshot.xmax, _in_progress(snapshot)
+
+
+def _in_progress(snapshot: Any) -> tuple[int, ...]:
+    """A SnapshotData's in-progress xids, sorted (the list is not read when it is empty)."""
+    count = snapshot.xcnt
+    return tuple(sorted(snapshot.xip[:count])) if count else ()
 
 
 def array_literal(values: Sequence[Any]) -> str:

@@ -36,6 +36,8 @@ from ._tree import (
     PREDICATES,
     CompiledForest,
     FlatForest,
+    ForestLists,
+    forest_fields,
     forest_lines,
     generate_scalar_forest,
     source_literal,
@@ -770,16 +772,14 @@ class ForestPlan(Plan):
         return total[0] if self.function == "regression" else total
 
     def emit_one(self, src: Source, inputs: Mapping[str, Local]) -> str | None:
-        walk = self._scalar_walk()
-        if walk is None:
+        forest = self._forest_lists()
+        if forest is None:
             return None
-        features, feature, threshold, on_hit, on_miss, _, leaf_row, leaf_values = walk
-        fields = list(dict.fromkeys(name for name, _ in features))
+        fields = forest_fields(forest)
         if not all(name in inputs for name in fields):
             return None
-        roots, weights = self._roots_and_weights()
         written = forest_lines(
-            (features, feature, threshold, on_hit, on_miss, leaf_row, leaf_values, roots, weights),
+            forest,
             {name: inputs[name].name for name in fields},
             {name for name in fields if inputs[name].present},
             src.fresh,
@@ -803,11 +803,17 @@ class ForestPlan(Plan):
         )
         return out
 
-    def _roots_and_weights(self) -> tuple[list[int], list[float]]:
-        """The trees' roots and the weights the generated forest adds their leaves by."""
+    def _forest_lists(self) -> ForestLists | None:
+        """The node lists as the generated forest reads them, each tree's leaves weighted as
+        ``one`` adds them (by its segment's weight only for weightedAverage; average divides
+        the sum afterwards); None where ``one`` has no scalar walk."""
+        walk = self._scalar_walk()
+        if walk is None:
+            return None
+        features, feature, threshold, on_hit, on_miss, _, leaf_row, leaf_values = walk
         roots = self.forest.roots.tolist()
         weights = self.weights.tolist() if self.method == "weightedAverage" else [1.0] * len(roots)
-        return roots, weights
+        return features, feature, threshold, on_hit, on_miss, leaf_row, leaf_values, roots, weights
 
     def _walk_lists(self, xs: list[float], walk: Any) -> list[float] | None:
         """The weighted sum of the trees' leaves, walking the node lists (any input)."""
@@ -853,20 +859,8 @@ class ForestPlan(Plan):
     def _generated(self) -> Any:
         """The forest as generated code (generate_scalar_forest), made on first use: a record
         scorer that writes the forest into its own function does without it."""
-        walk = self._scalar_walk()
-        if walk is None:
-            return None
-        features, feature, threshold, on_hit, on_miss, _, leaf_row, leaf_values = walk
-        return generate_scalar_forest(
-            features,
-            feature,
-            threshold,
-            on_hit,
-            on_miss,
-            leaf_row,
-            leaf_values,
-            *self._roots_and_weights(),
-        )
+        forest = self._forest_lists()
+        return None if forest is None else generate_scalar_forest(forest)
 
 
 _VOTES = ("majorityVote", "weightedMajorityVote")

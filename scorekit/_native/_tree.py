@@ -12,6 +12,7 @@ tree's missing-value strategy (nullPrediction, lastPrediction, defaultChild or n
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -567,27 +568,37 @@ def source_literal(value: Any, constants: list[Any]) -> str:
     return f"C[{len(constants) - 1}]"
 
 
-def generate_scalar_forest(
-    features: list[tuple[str, Any]],
-    feature: list[int],
-    threshold: list[float],
-    on_hit: list[int],
-    on_miss: list[int],
-    leaf_row: list[int],
-    leaf_values: list[list[float]],
-    roots: list[int],
-    weights: list[float],
-) -> Any:
+# A forest's node lists as its generated code reads them: features, feature, threshold, on_hit,
+# on_miss, leaf_row, leaf_values, roots, weights (see generate_scalar_forest)
+ForestLists = tuple[
+    list[tuple[str, Any]],
+    list[int],
+    list[float],
+    list[int],
+    list[int],
+    list[int],
+    list[list[float]],
+    list[int],
+    list[float],
+]
+
+
+def forest_fields(forest: ForestLists) -> list[str]:
+    """The fields a forest's tests read, each once, in order."""
+    return list(dict.fromkeys(name for name, _ in forest[0]))
+
+
+def generate_scalar_forest(forest: ForestLists) -> Any:
     """A function values -> the weighted sum of every tree's leaf values (a list, one per
     class), summed tree by tree in order as the batch form does; or None if the forest is too
-    big. ``features`` are (field name, NO_VALUE) for a number, (field name, value) for an
-    "equals value" indicator, whose 0/1 test becomes a comparison of the field's value."""
-    fields = list(dict.fromkeys(name for name, _ in features))
-    read = {name: f"v{i}" for i, name in enumerate(fields)}
+    big. ``features`` (forest[0]) are (field name, NO_VALUE) for a number, (field name, value)
+    for an "equals value" indicator, whose 0/1 test becomes a comparison of the field's value;
+    ``weights``, one per tree, multiply its leaves."""
+    read = {name: f"v{i}" for i, name in enumerate(forest_fields(forest))}
     constants: list[Any] = []
-    names = iter(range(1 << 62))
+    names = itertools.count()
     written = forest_lines(
-        (features, feature, threshold, on_hit, on_miss, leaf_row, leaf_values, roots, weights),
+        forest,
         read,
         set(),
         lambda prefix: f"{prefix}{next(names)}",
@@ -603,21 +614,6 @@ def generate_scalar_forest(
     namespace: dict[str, Any] = {"FALLBACK": FALLBACK, "C": constants}
     exec(compile("\n".join(lines), "<scorekit forest>", "exec"), namespace)
     return namespace["forest"]
-
-
-# generate_scalar_forest's arguments but for the fields' locals: features, feature, threshold,
-# on_hit, on_miss, leaf_row, leaf_values, roots, weights
-ForestLists = tuple[
-    list[tuple[str, Any]],
-    list[int],
-    list[float],
-    list[int],
-    list[int],
-    list[int],
-    list[list[float]],
-    list[int],
-    list[float],
-]
 
 
 def forest_lines(
